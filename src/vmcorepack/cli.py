@@ -1,0 +1,288 @@
+"""The ``vmcorepack`` command: makedumpfile's command line, plus our raw-image mode.
+
+Only this module prints, parses arguments, draws progress bars or exits.
+Library errors become one line ``vmcorepack: FILE: what (at offset 0x…)`` and
+exit status 1; ``-D`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from vmcorepack import __version__, codecs, pipeline, reader, sources
+from vmcorepack.constants import MAX_DUMP_LEVEL
+from vmcorepack.errors import OutputError, UsageError, VmcorepackError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+# makedumpfile --message-level bits.
+ML_PROGRESS = 1
+ML_COMMON = 2
+ML_ERROR = 4
+ML_DEBUG = 8
+ML_REPORT = 16
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser (makedumpfile's option names)."""
+    p = argparse.ArgumentParser(
+        prog="vmcorepack",
+        description="Write kdump-compressed dumps (makedumpfile-compatible) from ELF vmcores and raw images.",
+        epilog=(
+            "forms: vmcorepack [-c|-l|-p|-z] [-d LEVEL] VMCORE DUMPFILE; "
+            "vmcorepack -F [options] VMCORE > STREAM; vmcorepack -R DUMPFILE < STREAM"
+        ),
+    )
+    comp = p.add_mutually_exclusive_group()
+    comp.add_argument("-c", dest="codec", action="store_const", const="zlib", help="compress pages with zlib")
+    comp.add_argument("-l", dest="codec", action="store_const", const="lzo", help="compress pages with LZO1X-1")
+    comp.add_argument("-p", dest="codec", action="store_const", const="snappy", help="compress pages with snappy")
+    comp.add_argument("-z", dest="codec", action="store_const", const="zstd", help="compress pages with zstd")
+    p.add_argument("-d", dest="dump_level", default="0", metavar="LEVEL", help="dump level 0-31 (default 0)")
+    p.add_argument("-f", dest="force", action="store_true", help="overwrite an existing DUMPFILE")
+    p.add_argument("-F", dest="flat", action="store_true", help="write a flattened stream to stdout")
+    p.add_argument(
+        "-R", dest="rearrange", action="store_true", help="rebuild DUMPFILE from a flattened stream on stdin"
+    )
+    p.add_argument("-i", dest="vmcoreinfo", metavar="VMCOREINFO", help="take VMCOREINFO from this text file")
+    p.add_argument("--raw", action="store_true", help="VMCORE is a raw physical-memory image")
+    p.add_argument(
+        "--phys-start",
+        type=lambda s: int(s, 0),
+        default=0,
+        metavar="ADDR",
+        help="physical address of a raw image's first byte",
+    )
+    p.add_argument("--page-size", type=int, default=None, help="page size of a raw image without VMCOREINFO")
+    p.add_argument("--message-level", type=int, default=7, metavar="N", help="makedumpfile message bits (default 7)")
+    p.add_argument("--show-stats", action="store_true", help="print the page-count report")
+    p.add_argument("--dry-run", action="store_true", help="do everything but write the dump")
+    p.add_argument(
+        "--num-threads", type=int, default=None, metavar="N", help="worker processes (makedumpfile spelling)"
+    )
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes (default: online CPUs)")
+    p.add_argument("--cyclic-buffer", type=int, default=None, metavar="KiB", help="bitmap buffer per cycle, KiB")
+    p.add_argument("--non-mmap", action="store_true", help="read the input with read() instead of mmap")
+    p.add_argument(
+        "-b", dest="block_order", type=int, default=None, help="accepted for compatibility (write cache order)"
+    )
+    p.add_argument("--work-dir", default=None, help="accepted for compatibility (bitmaps stay in memory)")
+    p.add_argument("--check-params", action="store_true", help="only check the command line")
+    p.add_argument("-D", dest="debug", action="store_true", help="debug output and tracebacks")
+    p.add_argument("-v", dest="version", action="store_true", help="print the version")
+    p.add_argument("-x", dest="vmlinux", default=None, help="not supported: needs a vmlinux")
+    p.add_argument("-g", dest="gen_vmcoreinfo", default=None, help="not supported: needs a vmlinux")
+    p.add_argument("files", nargs="*", metavar="FILE")
+    return p
+
+
+def parse_level(text: str) -> list[int]:
+    """Parse ``-d`` (a level or a comma list of fallback levels).
+
+    Args:
+        text: The option value.
+
+    Returns:
+        The levels.
+
+    Raises:
+        UsageError: Not integers in 0-31.
+    """
+    levels = []
+    for part in text.split(","):
+        try:
+            v = int(part)
+        except ValueError as e:
+            raise UsageError(f"invalid dump level {part!r}") from e
+        if not 0 <= v <= MAX_DUMP_LEVEL:
+            raise UsageError(f"dump level {v} is out of range 0-{MAX_DUMP_LEVEL}")
+        levels.append(v)
+    return levels
+
+
+def format_report(res: pipeline.PackResult) -> str:
+    """Format makedumpfile's ``--show-stats`` report (``print_report``).
+
+    Args:
+        res: The run's result.
+
+    Returns:
+        The report text.
+    """
+    c = res.counts
+    excluded = c.excluded
+    original = res.original_pages
+    remaining = original - excluded
+    shrink = remaining * 100 // original if original else 0
+    lines = [
+        f"Original pages  : 0x{original:016x}",
+        f"  Excluded pages   : 0x{excluded:016x}",
+        f"    Pages filled with zero  : 0x{c.zero:016x}",
+        f"    Non-private cache pages : 0x{c.cache:016x}",
+        f"    Private cache pages     : 0x{c.cache_private:016x}",
+        f"    User process data pages : 0x{c.user:016x}",
+        f"    Free pages              : 0x{c.free:016x}",
+        f"    Hwpoison pages          : 0x{c.hwpoison:016x}",
+        f"    Offline pages           : 0x{c.offline:016x}",
+        f"    Extension filter pages  : 0x{c.extension:016x}",
+        f"  Remaining pages  : 0x{remaining:016x}",
+        f"  (The number of pages is reduced to {shrink}%.)",
+        f"Memory Hole     : 0x{res.memory_hole:016x}",
+        "--------------------------------------------------",
+        f"Total pages     : 0x{res.max_mapnr:016x}",
+        f"Write bytes     : {res.file_size}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class _Progress:
+    """Renders the library's progress callback: tqdm on a terminal, else makedumpfile lines."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.bar: Any = None
+        self.last = -1.0
+        self.tty = stream.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="page", desc="Copying data", file=self.stream, unit_scale=True)
+            self.bar.update(done - self.bar.n)
+            return
+        pct = 100.0 * done / total if total else 100.0
+        if pct - self.last >= 5.0 or done == total:
+            self.last = pct
+            self.stream.write(f"Copying data                                      : [{pct:5.1f} %]\n")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"vmcorepack: {msg}\n")
+
+
+def _open_source(args: argparse.Namespace, path: str) -> sources.Source:
+    if args.raw:
+        return sources.open_raw(path, args.phys_start, args.page_size, args.vmcoreinfo, not args.non_mmap)
+    return sources.open_elf(path, args.vmcoreinfo, not args.non_mmap)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    n: int | None = args.workers if args.workers is not None else args.num_threads
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if n < 0:
+        raise UsageError("the number of workers must be >= 0")
+    return n
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute parsed arguments.
+
+    Args:
+        args: Parsed options.
+
+    Returns:
+        Exit status.
+    """
+    if args.version:
+        sys.stdout.write(f"vmcorepack {__version__} (makedumpfile-compatible)\n")
+        return EXIT_OK
+    if args.vmlinux or args.gen_vmcoreinfo:
+        raise UsageError("-x/-g need a vmlinux with DWARF: not supported (use the VMCOREINFO note or -i)")
+    msg_level = args.message_level | (ML_REPORT if args.show_stats else 0)
+    levels = parse_level(args.dump_level)
+    if args.rearrange:
+        if len(args.files) != 1:
+            raise UsageError("-R takes exactly one DUMPFILE (the stream comes on stdin)")
+        if args.check_params:
+            return EXIT_OK
+        size = reader.reassemble_flat(sys.stdin.buffer, args.files[0], args.force)
+        if msg_level & ML_COMMON:
+            sys.stdout.write(f"The dumpfile is saved to {args.files[0]} ({size} bytes).\n")
+        return EXIT_OK
+    if args.flat:
+        if len(args.files) != 1:
+            raise UsageError("-F takes exactly one VMCORE (the stream goes to stdout)")
+    elif len(args.files) != 2:
+        raise UsageError("expected VMCORE DUMPFILE")
+    codec = args.codec or "none"
+    codecs.get_codec(codec)
+    if args.check_params:
+        return EXIT_OK
+    out_stream = sys.stderr if args.flat else sys.stdout
+    source = _open_source(args, args.files[0])
+    cycle = args.cyclic_buffer * 1024 * 8 if args.cyclic_buffer else pipeline.DEFAULT_CYCLE_PFNS
+    prog = _Progress(sys.stderr, bool(msg_level & ML_PROGRESS) and not args.dry_run)
+    opts = pipeline.PackOptions(
+        dump_level=levels[0],
+        codec=codec,
+        workers=_workers(args),
+        flat=args.flat,
+        cycle_pfns=cycle,
+        dry_run=args.dry_run,
+        force=args.force,
+        progress=prog if prog.enabled else None,
+    )
+    if args.flat and sys.stdout.isatty() and not args.dry_run:
+        raise UsageError("-F writes a binary stream: redirect stdout to a file or a pipe")
+    target: str | int = sys.stdout.fileno() if args.flat else args.files[1]
+    t0 = time.monotonic()
+    try:
+        res = pipeline.pack(source, target, opts)
+    finally:
+        prog.close()
+        source.close()
+    if msg_level & ML_REPORT:
+        out_stream.write(format_report(res))
+    if msg_level & ML_COMMON:
+        if not args.dry_run:
+            where = "stdout" if args.flat else args.files[1]
+            out_stream.write(
+                f"The dumpfile is saved to {where}: {res.dumpable} pages "
+                f"({res.zero_pages} zero, {res.compressed_pages} compressed, {res.raw_pages} raw), "
+                f"{res.file_size} bytes, {time.monotonic() - t0:.2f} s.\n"
+            )
+        out_stream.write("vmcorepack Completed.\n")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        Exit status.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except VmcorepackError as e:
+        if args.debug:
+            traceback.print_exc()
+        _err(str(e))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        _err(str(OutputError("<stdout>", "broken pipe: the reader of the stream went away")))
+        return EXIT_FAILURE

@@ -1,0 +1,616 @@
+"""Packing a source into a kdump file: cycles, chunks and worker processes.
+
+The run has makedumpfile's shape (docs/kdump-format.md §10):
+
+1. For each cycle of pfns, build the 2nd bitmap and count the dumpable pages;
+   the packed 2nd bitmap is kept (one bit per pfn) and nothing else.
+2. Write the headers and both bitmaps.
+3. Cut the dumpable pfns into chunks and hand them to workers.  A worker reads
+   its pages from the source itself, detects zero pages with one numpy pass,
+   compresses the rest, then takes its turn at the sequencer: the turn gives
+   the data offset (end of the previous chunk's data), and the worker writes
+   its data and its page_desc entries itself.  Page data never passes through
+   the main process, which only hands out work and collects counts.
+
+Output is the same whatever the number of workers: offsets are handed out in
+chunk order and every chunk's bytes depend only on its pages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import multiprocessing.synchronize
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from vmcorepack import bitmap
+from vmcorepack.codecs import Codec, get_codec
+from vmcorepack.constants import DumpLevel
+from vmcorepack.errors import OutputError, VmcorepackError
+from vmcorepack.filter import ExclusionCounts, PageFilter
+from vmcorepack.formats import kdump
+from vmcorepack.sources import Source
+from vmcorepack.writer import DumpPlan, FileOutput, FlatOutput, Output, make_plan, write_headers
+
+Progress = Callable[[int, int], None]
+
+#: pfns per cycle when not given: a multiple of 8 so bitmap slices are whole bytes.
+DEFAULT_CYCLE_PFNS = 1 << 22
+#: Dumpable pages per worker chunk (8 MiB of 4 KiB pages).
+DEFAULT_CHUNK_PAGES = 2048
+#: How long a worker may wait for its turn before the run is declared stuck.
+TURN_TIMEOUT = 600.0
+
+
+@dataclasses.dataclass
+class PackOptions:
+    """What to produce.
+
+    Attributes:
+        dump_level: makedumpfile ``-d`` level.
+        codec: ``none``, ``zlib``, ``lzo``, ``snappy`` or ``zstd``.
+        workers: Worker processes; 0 packs in this process.
+        flat: Write a flattened stream instead of a regular file.
+        cycle_pfns: pfns per bitmap cycle (bounds memory).
+        chunk_pages: Dumpable pages per worker task.
+        dry_run: Do everything but write.
+        force: Overwrite an existing output file.
+        progress: ``progress(done_pages, total_pages)`` callback.
+        utsname: utsname fields to put in the header (from init_uts_ns).
+    """
+
+    dump_level: int = 0
+    codec: str = "none"
+    workers: int = 0
+    flat: bool = False
+    cycle_pfns: int = DEFAULT_CYCLE_PFNS
+    chunk_pages: int = DEFAULT_CHUNK_PAGES
+    dry_run: bool = False
+    force: bool = False
+    progress: Progress | None = None
+    utsname: dict[str, bytes] | None = None
+
+
+@dataclasses.dataclass
+class PackResult:
+    """What a run did.
+
+    Attributes:
+        max_mapnr: pfns covered by the bitmaps.
+        ram_pages: Set bits of the 1st bitmap.
+        dumpable: Set bits of the 2nd bitmap (page descriptors).
+        zero_pages: Dumpable pages stored as the shared zero page.
+        compressed_pages: Pages stored compressed.
+        raw_pages: Pages stored raw.
+        file_size: Bytes of the dump (logical size for streams).
+        counts: makedumpfile's exclusion counters.
+        original_pages: makedumpfile's "Original pages" (sum of PT_LOAD page counts).
+        memory_hole: makedumpfile's "Memory Hole".
+        seconds: Wall time.
+    """
+
+    max_mapnr: int = 0
+    ram_pages: int = 0
+    dumpable: int = 0
+    zero_pages: int = 0
+    compressed_pages: int = 0
+    raw_pages: int = 0
+    file_size: int = 0
+    counts: ExclusionCounts = dataclasses.field(default_factory=ExclusionCounts)
+    original_pages: int = 0
+    memory_hole: int = 0
+    seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------
+# Pages of one chunk -> descriptors and data (pure; used by workers and inline)
+# ----------------------------------------------------------------------------
+
+
+def read_pfns(source: Source, pfns: np.ndarray) -> np.ndarray:
+    """Read the pages of a sorted pfn list, one file read per contiguous run.
+
+    Args:
+        source: Input.
+        pfns: Sorted int64 pfns.
+
+    Returns:
+        ``(len(pfns), page_size)`` uint8 array.
+    """
+    out = np.empty((len(pfns), source.page_size), np.uint8)
+    if not len(pfns):
+        return out
+    brk = np.flatnonzero(np.diff(pfns) != 1) + 1
+    starts = np.concatenate(([0], brk)).tolist()
+    ends = np.concatenate((brk, [len(pfns)])).tolist()
+    for a, b in zip(starts, ends, strict=True):
+        source.read_pages(int(pfns[a]), b - a, out=out[a:b])
+    return out
+
+
+def zero_mask(pages: np.ndarray) -> np.ndarray:
+    """Return which pages are all zero (one vectorised pass).
+
+    Args:
+        pages: ``(n, page_size)`` uint8 array.
+
+    Returns:
+        Bool array of length n.
+    """
+    words = pages.view(np.uint64) if pages.shape[1] % 8 == 0 else pages
+    return np.asarray(~words.any(axis=1))
+
+
+@dataclasses.dataclass
+class EncodedChunk:
+    """A chunk's descriptors (offsets relative to the chunk's data start) and data.
+
+    Attributes:
+        descs: ``page_desc`` array, ``offset`` relative to the chunk's data start
+            except for zero pages, which hold -1 until placed.
+        data: Concatenated stored bytes.
+        zero: Number of shared-zero pages.
+        compressed: Number of pages stored compressed.
+    """
+
+    descs: np.ndarray
+    data: bytes
+    zero: int
+    compressed: int
+
+
+def encode_chunk(pages: np.ndarray, codec: Codec, share_zero: bool) -> EncodedChunk:
+    """Encode pages as makedumpfile does (docs/kdump-format.md §5.3).
+
+    Args:
+        pages: ``(n, page_size)`` uint8 array.
+        codec: Codec.
+        share_zero: Dump level has bit 1: all-zero pages use the shared zero page.
+
+    Returns:
+        The encoded chunk.
+    """
+    n, ps = pages.shape
+    descs = np.zeros(n, kdump.PAGE_DESC)
+    is_zero = zero_mask(pages) if share_zero else np.zeros(n, bool)
+    sizes = np.full(n, ps, np.uint32)
+    flags = np.zeros(n, np.uint32)
+    todo = np.flatnonzero(~is_zero)
+    if codec.flag == 0:
+        data = pages[todo].tobytes()
+        compressed = 0
+    else:
+        parts: list[bytes] = []
+        compress = codec.compress
+        compressed = 0
+        for i in todo.tolist():
+            page = pages[i].data
+            c = compress(page)
+            # Stored compressed only when strictly smaller than a page.
+            if len(c) < ps:
+                parts.append(c)
+                sizes[i] = len(c)
+                flags[i] = codec.flag
+                compressed += 1
+            else:
+                parts.append(page.tobytes())
+        data = b"".join(parts)
+    stored = np.where(is_zero, 0, sizes).astype(np.int64)
+    rel = np.cumsum(stored) - stored
+    descs["offset"] = np.where(is_zero, -1, rel)
+    descs["size"] = sizes
+    descs["flags"] = flags
+    return EncodedChunk(descs, data, int(is_zero.sum()), compressed)
+
+
+# ----------------------------------------------------------------------------
+# The sequencer: chunk k may take its data offset only after chunk k-1
+# ----------------------------------------------------------------------------
+
+
+class Sequencer:
+    """Hands out data offsets in chunk order, across processes.
+
+    Attributes:
+        next_chunk: Index of the chunk whose turn it is.
+        next_offset: Data offset where that chunk's data goes.
+    """
+
+    def __init__(self, ctx: Any, first_offset: int) -> None:
+        """Create the shared state.
+
+        Args:
+            ctx: multiprocessing context.
+            first_offset: Where the first chunk's data goes.
+        """
+        self.cond: multiprocessing.synchronize.Condition = ctx.Condition()
+        self.next_chunk = ctx.RawValue("q", 0)
+        self.next_offset = ctx.RawValue("q", first_offset)
+
+    def take(self, chunk: int, size: int, timeout: float = TURN_TIMEOUT) -> int:
+        """Wait for ``chunk``'s turn, reserve ``size`` bytes, pass the turn on.
+
+        Args:
+            chunk: Chunk index.
+            size: Bytes of data the chunk writes.
+            timeout: Seconds to wait.
+
+        Returns:
+            The chunk's data offset.
+        """
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.next_chunk.value == chunk, timeout):
+                raise VmcorepackError(f"chunk {chunk} waited {timeout:.0f} s for its turn")
+            off = int(self.next_offset.value)
+            self.next_offset.value = off + size
+            self.next_chunk.value = chunk + 1
+            self.cond.notify_all()
+            return off
+
+    def hold(self, chunk: int, timeout: float = TURN_TIMEOUT) -> int:
+        """Wait for the turn without passing it on (streams write in turn).
+
+        Args:
+            chunk: Chunk index.
+            timeout: Seconds to wait.
+
+        Returns:
+            The data offset.
+        """
+        self.cond.acquire()
+        if not self.cond.wait_for(lambda: self.next_chunk.value == chunk, timeout):
+            self.cond.release()
+            raise VmcorepackError(f"chunk {chunk} waited {timeout:.0f} s for its turn")
+        return int(self.next_offset.value)
+
+    def release(self, chunk: int, size: int) -> None:
+        """Finish a turn taken with :meth:`hold`.
+
+        Args:
+            chunk: Chunk index.
+            size: Bytes written.
+        """
+        self.next_offset.value = int(self.next_offset.value) + size
+        self.next_chunk.value = chunk + 1
+        self.cond.notify_all()
+        self.cond.release()
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One chunk of work.
+
+    Attributes:
+        index: Chunk index (turn order).
+        pfns: Sorted pfns of the chunk's dumpable pages.
+        desc_index: Index of the first descriptor in the table.
+    """
+
+    index: int
+    pfns: np.ndarray
+    desc_index: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkDone:
+    """A worker's report for one chunk.
+
+    Attributes:
+        index: Chunk index.
+        pages: Pages in the chunk.
+        zero: Zero pages.
+        compressed: Compressed pages.
+        data_bytes: Bytes of data written.
+    """
+
+    index: int
+    pages: int
+    zero: int
+    compressed: int
+    data_bytes: int
+
+
+@dataclasses.dataclass
+class _Job:
+    source: Source
+    out: Output
+    codec: Codec
+    share_zero: bool
+    zero_offset: int
+    table_offset: int
+    stream: bool
+
+
+def run_task(job: _Job, seq: Sequencer | None, task: Task, state: dict[str, int]) -> ChunkDone:
+    """Encode and write one chunk.
+
+    Args:
+        job: Shared run parameters.
+        seq: Sequencer, or None when running inline (``state`` holds the offset).
+        task: The chunk.
+        state: Inline offset state (``{"offset": …}``).
+
+    Returns:
+        The chunk's report.
+    """
+    pages = read_pfns(job.source, task.pfns)
+    enc = encode_chunk(pages, job.codec, job.share_zero)
+    del pages
+    size = len(enc.data)
+    descs = enc.descs
+    table_off = job.table_offset + task.desc_index * kdump.PAGE_DESC.itemsize
+
+    def place(base: int) -> bytes:
+        zero = descs["offset"] < 0
+        descs["offset"] = np.where(zero, job.zero_offset, descs["offset"] + base)
+        return descs.tobytes()
+
+    if seq is None:
+        base = state["offset"]
+        state["offset"] = base + size
+        job.out.pwrite(enc.data, base)
+        job.out.pwrite(place(base), table_off)
+    elif job.stream:
+        base = seq.hold(task.index)
+        try:
+            job.out.pwrite(enc.data, base)
+            job.out.pwrite(place(base), table_off)
+        finally:
+            seq.release(task.index, size)
+    else:
+        base = seq.take(task.index, size)
+        job.out.pwrite(enc.data, base)
+        job.out.pwrite(place(base), table_off)
+    return ChunkDone(task.index, len(task.pfns), enc.zero, enc.compressed, size)
+
+
+def _worker_main(job: _Job, seq: Sequencer, tasks: Any, results: Any) -> None:
+    # The main process handles SIGINT; a worker just stops when told.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    state: dict[str, int] = {}
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        try:
+            results.put(run_task(job, seq, task, state))
+        except BaseException as e:
+            results.put(
+                ("error", task.index, f"{type(e).__name__}: {e}" if not isinstance(e, VmcorepackError) else str(e))
+            )
+            return
+
+
+# ----------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------
+
+
+def _cycles(max_mapnr: int, cycle_pfns: int) -> Iterator[tuple[int, int]]:
+    step = max(8, cycle_pfns - cycle_pfns % 8)
+    for s in range(0, max_mapnr, step):
+        yield s, min(s + step, max_mapnr)
+
+
+def _chunks(bm2: np.ndarray, max_mapnr: int, cycle_pfns: int, chunk_pages: int) -> Iterator[Task]:
+    index = 0
+    desc_index = 0
+    for s, e in _cycles(max_mapnr, cycle_pfns):
+        bits = bitmap.unpack(bm2[s // 8 : (e + 7) // 8], e - s)
+        pfns = np.flatnonzero(bits).astype(np.int64) + s
+        for a in range(0, len(pfns), chunk_pages):
+            part = pfns[a : a + chunk_pages]
+            yield Task(index, part, desc_index)
+            index += 1
+            desc_index += len(part)
+
+
+def memory_stats(source: Source) -> tuple[int, int]:
+    """Return makedumpfile's (Original pages, Memory Hole) (§17.1.7).
+
+    Args:
+        source: The input.
+
+    Returns:
+        The two counts.
+    """
+    r = bitmap.load_ranges(source.segments, source.page_size, source.max_mapnr)
+    original = int(np.clip(r[:, 1] - r[:, 0], 0, None).sum()) if len(r) else 0
+    return original, source.max_mapnr - original
+
+
+def compute_bitmaps(source: Source, flt: PageFilter, cycle_pfns: int) -> tuple[np.ndarray, int, int]:
+    """Pass 1: the packed 2nd bitmap of the whole dump, and bit counts.
+
+    Args:
+        source: Input.
+        flt: The filter.
+        cycle_pfns: Cycle size.
+
+    Returns:
+        (packed 2nd bitmap, 1st-bitmap bits, 2nd-bitmap bits).
+    """
+    max_mapnr = source.max_mapnr
+    bm2 = np.zeros(-(-max_mapnr // 8), np.uint8)
+    ram = dumpable = 0
+    for s, e in _cycles(max_mapnr, cycle_pfns):
+        b1 = bitmap.first_bitmap(source.segments, source.page_size, max_mapnr, s, e)
+        b2 = flt.second_bitmap(s, e) & b1
+        ram += int(b1.sum())
+        dumpable += int(b2.sum())
+        bm2[s // 8 : s // 8 + -(-(e - s) // 8)] = bitmap.pack(b2)
+    return bm2, ram, dumpable
+
+
+def write_bitmaps(out: Output, source: Source, plan: DumpPlan, bm2: np.ndarray, cycle_pfns: int) -> None:
+    """Write both bitmaps, slice by slice (the unused tails stay holes).
+
+    Args:
+        out: Target.
+        source: Input.
+        plan: The plan.
+        bm2: Packed 2nd bitmap.
+        cycle_pfns: Cycle size.
+    """
+    geo = plan.geometry
+    for s, e in _cycles(source.max_mapnr, cycle_pfns):
+        b1 = bitmap.first_bitmap(source.segments, source.page_size, source.max_mapnr, s, e)
+        out.pwrite(bitmap.pack(b1).tobytes(), geo.bitmap1_offset + s // 8)
+    for s, e in _cycles(source.max_mapnr, cycle_pfns):
+        out.pwrite(bm2[s // 8 : s // 8 + -(-(e - s) // 8)].tobytes(), geo.bitmap2_offset + s // 8)
+
+
+def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
+    """Write a kdump-compressed dump of ``source``.
+
+    Args:
+        source: The input.
+        output: Output path, or for ``options.flat`` a writable descriptor.
+        options: What to produce.
+
+    Returns:
+        What was done.
+
+    Raises:
+        VmcorepackError: Any failure; a regular output file is removed.
+    """
+    t0 = time.monotonic()
+    codec = get_codec(options.codec)
+    flt = PageFilter(source, options.dump_level)
+    bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns)
+    result = PackResult(max_mapnr=source.max_mapnr, ram_pages=ram, dumpable=dumpable)
+    result.counts = flt.counts
+    result.original_pages, result.memory_hole = memory_stats(source)
+    plan = make_plan(source, options.dump_level, codec.flag, dumpable, options.utsname)
+    geo = plan.geometry
+    if options.dry_run:
+        if options.dump_level & DumpLevel.ZERO:
+            result.zero_pages = _count_zero(source, bm2, options)
+            result.counts.zero = result.zero_pages
+        result.seconds = time.monotonic() - t0
+        return result
+    out: Output
+    if options.flat:
+        fd = output if isinstance(output, int) else os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        out = FlatOutput("<stdout>" if isinstance(output, int) else output, fd)
+    else:
+        if not isinstance(output, str):
+            raise OutputError(str(output), "a regular dump needs a path")
+        out = FileOutput.create(output, options.force)
+    try:
+        write_headers(out, plan)
+        write_bitmaps(out, source, plan, bm2, options.cycle_pfns)
+        share_zero = bool(options.dump_level & DumpLevel.ZERO)
+        first = geo.data_offset
+        if share_zero:
+            # One raw zero page first in the data region (§5.4).
+            out.pwrite(bytes(geo.block_size), first)
+            first += geo.block_size
+        job = _Job(source, out, codec, share_zero, geo.data_offset, geo.table_offset, options.flat)
+        tasks = _chunks(bm2, source.max_mapnr, options.cycle_pfns, options.chunk_pages)
+        end = _run_tasks(job, tasks, first, dumpable, options, result)
+        result.file_size = end
+        if isinstance(out, FileOutput):
+            # The data region normally ends the file; with no page at all it
+            # still must cover the (hole) table and bitmaps crash maps.
+            out.truncate(max(end, geo.data_offset))
+            result.file_size = max(end, geo.data_offset)
+        out.finish()
+    except BaseException:
+        out.abort()
+        raise
+    out.close()
+    result.raw_pages = result.dumpable - result.zero_pages - result.compressed_pages
+    if share_zero:
+        result.counts.zero = result.zero_pages
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _count_zero(source: Source, bm2: np.ndarray, options: PackOptions) -> int:
+    n = 0
+    for task in _chunks(bm2, source.max_mapnr, options.cycle_pfns, options.chunk_pages):
+        n += int(zero_mask(read_pfns(source, task.pfns)).sum())
+    return n
+
+
+def _account(result: PackResult, done: ChunkDone) -> None:
+    result.zero_pages += done.zero
+    result.compressed_pages += done.compressed
+
+
+def _run_tasks(
+    job: _Job, tasks: Iterator[Task], first_offset: int, total: int, options: PackOptions, result: PackResult
+) -> int:
+    progress = options.progress
+    done_pages = 0
+    if progress:
+        progress(0, total)
+    if options.workers <= 0:
+        state = {"offset": first_offset}
+        for task in tasks:
+            done = run_task(job, None, task, state)
+            _account(result, done)
+            done_pages += done.pages
+            if progress:
+                progress(done_pages, total)
+        return state["offset"]
+    ctx = mp.get_context("fork")
+    seq = Sequencer(ctx, first_offset)
+    task_q: Any = ctx.Queue()
+    result_q: Any = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker_main, args=(job, seq, task_q, result_q), daemon=True) for _ in range(options.workers)
+    ]
+    for p in procs:
+        p.start()
+    in_flight = 0
+    max_in_flight = 2 * options.workers
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and in_flight < max_in_flight:
+                nxt = next(tasks, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                task_q.put(nxt)
+                in_flight += 1
+            if exhausted and in_flight == 0:
+                break
+            try:
+                msg = result_q.get(timeout=0.5)
+            except queue.Empty:
+                dead = [p for p in procs if p.exitcode is not None]
+                if dead:
+                    raise VmcorepackError(
+                        f"worker process {dead[0].pid} died (exit status {dead[0].exitcode}); dump abandoned"
+                    ) from None
+                continue
+            if isinstance(msg, tuple):
+                raise VmcorepackError(f"worker failed on chunk {msg[1]}: {msg[2]}")
+            in_flight -= 1
+            _account(result, msg)
+            done_pages += msg.pages
+            if progress:
+                progress(done_pages, total)
+        for _ in procs:
+            task_q.put(None)
+        for p in procs:
+            p.join(5)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        for p in procs:
+            p.join(5)
+        task_q.cancel_join_thread()
+        result_q.cancel_join_thread()
+    return int(seq.next_offset.value)

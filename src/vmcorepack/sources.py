@@ -1,0 +1,423 @@
+"""Input images: ELF vmcores and raw physical-memory images.
+
+A source maps physical addresses to file offsets through a segment table and
+reads whole pages into numpy arrays.  Sources are worker-safe: they hold only
+the path and tables, open the file lazily in each process, and drop the handle
+when pickled (the volatility3 ``FileLayer`` idea).  Reads go through a
+short-lived mmap window per contiguous run (bounded memory whatever the image
+size), or through ``pread`` when mmap is refused or ``mmap=False``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mmap
+import os
+import resource
+from typing import Any
+
+import numpy as np
+
+from vmcorepack.constants import START_KERNEL_MAP
+from vmcorepack.errors import ElfFormatError, FormatError, SourceReadError, VmcoreinfoError
+from vmcorepack.formats import elf
+from vmcorepack.vmcoreinfo import VmcoreInfo
+
+#: Largest page size we accept from PAGESIZE (arm64 and ppc64 use up to 256 KiB).
+MAX_PAGE_SIZE = 1 << 18
+#: Upper bound on the physical address space we accept (52 bits, x86_64 5-level).
+MAX_PHYS_BITS = 52
+
+
+@dataclasses.dataclass(frozen=True)
+class NoteInfo:
+    """What the writer needs from the PT_NOTE blob.
+
+    Attributes:
+        blob: The notes bytes, copied verbatim into the dump.
+        nr_cpus: Number of ``CORE``/``NT_PRSTATUS`` notes.
+        vmcoreinfo_offset: Offset of the VMCOREINFO descriptor in the blob, or -1.
+        vmcoreinfo_size: Its ``n_descsz``, or 0.
+    """
+
+    blob: bytes
+    nr_cpus: int
+    vmcoreinfo_offset: int
+    vmcoreinfo_size: int
+
+    @classmethod
+    def parse(cls, blob: bytes, path: str, base_offset: int) -> NoteInfo:
+        """Walk a notes blob.
+
+        Args:
+            blob: PT_NOTE contents.
+            path: File name for errors.
+            base_offset: File offset of the blob.
+
+        Returns:
+            The summary.
+        """
+        nr_cpus = 0
+        vi_off, vi_size = -1, 0
+        for note in elf.iter_notes(blob, path, base_offset):
+            if note.name == b"CORE" and note.type == elf.NT_PRSTATUS:
+                nr_cpus += 1
+            elif note.name == b"VMCOREINFO" and vi_off < 0:
+                vi_off, vi_size = note.desc_offset, len(note.desc)
+        return cls(blob, nr_cpus, vi_off, vi_size)
+
+    @property
+    def vmcoreinfo_bytes(self) -> bytes | None:
+        """The VMCOREINFO descriptor, or None."""
+        if self.vmcoreinfo_offset < 0:
+            return None
+        return self.blob[self.vmcoreinfo_offset : self.vmcoreinfo_offset + self.vmcoreinfo_size]
+
+
+class Source:
+    """Base class of physical-memory inputs.
+
+    Attributes:
+        path: The input file.
+        segments: ``elf.SEGMENT_DTYPE`` array: physical ranges and where their
+            data lies in the file, in the order a lookup prefers them.
+        notes: The notes blob summary (empty for raw images).
+        vmcoreinfo: Parsed VMCOREINFO, or None.
+        page_size: Page size of the dumped kernel.
+        use_mmap: Read through mmap windows (else pread).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        segments: np.ndarray,
+        notes: NoteInfo,
+        vmcoreinfo: VmcoreInfo | None,
+        page_size: int,
+        file_size: int,
+        use_mmap: bool = True,
+    ) -> None:
+        """Create a source (use the ``open_*`` functions instead).
+
+        Args:
+            path: File name.
+            segments: Segment table.
+            notes: Notes summary.
+            vmcoreinfo: VMCOREINFO or None.
+            page_size: Page size.
+            file_size: Size of the file.
+            use_mmap: Whether to read through mmap.
+        """
+        self.path = path
+        self.segments = segments
+        self.notes = notes
+        self.vmcoreinfo = vmcoreinfo
+        self.page_size = page_size
+        self.file_size = file_size
+        self.use_mmap = use_mmap
+        self._fd: int | None = None
+        max_paddr = int(segments["phys_end"].max()) if len(segments) else 0
+        self.max_mapnr = -(-max_paddr // page_size)
+
+    # -- pickling: workers reopen the file themselves -------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Drop the open file descriptor."""
+        state = self.__dict__.copy()
+        state["_fd"] = None
+        return state
+
+    def _file(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError as e:
+                raise SourceReadError(self.path, 0, f"cannot open: {e.strerror}") from e
+        return self._fd
+
+    def close(self) -> None:
+        """Close the file descriptor if open."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Source:
+        """Return self."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close."""
+        self.close()
+
+    # -- facts ----------------------------------------------------------------
+    @property
+    def nr_cpus(self) -> int:
+        """Number of NT_PRSTATUS notes."""
+        return self.notes.nr_cpus
+
+    @property
+    def phys_base(self) -> int:
+        """x86_64 relocation of the kernel (docs/kdump-format.md §9.3)."""
+        if self.vmcoreinfo is not None and self.vmcoreinfo.phys_base is not None:
+            return self.vmcoreinfo.phys_base & ((1 << 64) - 1)
+        for seg in self.segments:
+            if int(seg["virt_start"]) >= START_KERNEL_MAP:
+                return (int(seg["phys_start"]) - (int(seg["virt_start"]) - START_KERNEL_MAP)) & ((1 << 64) - 1)
+        return 0
+
+    # -- raw file access ------------------------------------------------------
+    def read_file(self, offset: int, size: int) -> bytes:
+        """Read file bytes (short at end of file).
+
+        Args:
+            offset: File offset.
+            size: Number of bytes.
+
+        Returns:
+            The bytes read.
+        """
+        try:
+            return os.pread(self._file(), size, offset)
+        except OSError as e:
+            raise SourceReadError(
+                self.path, offset, f"read of {size} bytes at file offset {offset:#x} failed: {e.strerror}"
+            ) from e
+
+    def _read_into(self, out: memoryview, offset: int) -> int:
+        """Fill ``out`` from file ``offset``; return the number of bytes read."""
+        n = len(out)
+        end = min(offset + n, self.file_size)
+        if end <= offset:
+            return 0
+        fd = self._file()
+        if self.use_mmap:
+            gran = mmap.ALLOCATIONGRANULARITY
+            base = offset - offset % gran
+            try:
+                with mmap.mmap(fd, end - base, mmap.MAP_SHARED, mmap.PROT_READ, offset=base) as mm:
+                    out[: end - offset] = mm[offset - base : end - base]
+                return end - offset
+            except (OSError, ValueError):
+                # /proc/vmcore of old kernels and some filesystems refuse mmap:
+                # fall back to read() for good, like makedumpfile's --non-mmap.
+                self.use_mmap = False
+        done = 0
+        while done < end - offset:
+            try:
+                got = os.preadv(fd, [out[done : end - offset]], offset + done)
+            except OSError as e:
+                raise SourceReadError(
+                    self.path, offset + done, f"read failed at file offset {offset + done:#x}: {e.strerror}"
+                ) from e
+            if got == 0:
+                break
+            done += got
+        return done
+
+    # -- physical memory ------------------------------------------------------
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        """Read physical memory that lies inside one segment's file data.
+
+        Args:
+            paddr: Physical address.
+            size: Number of bytes.
+
+        Returns:
+            Exactly ``size`` bytes.
+
+        Raises:
+            SourceReadError: Part of the range is not backed by the file.
+        """
+        segs = self.segments
+        hit = np.nonzero((segs["phys_start"] <= paddr) & (paddr < segs["phys_start"] + segs["file_size"]))[0]
+        if not len(hit):
+            raise SourceReadError(self.path, paddr, "physical address not in the dump")
+        seg = segs[hit[0]]
+        avail = int(seg["phys_start"]) + int(seg["file_size"]) - paddr
+        if avail < size:
+            # Cross into the next segment (rare: page tables read 8 bytes).
+            first = self.read_phys(paddr, avail)
+            return first + self.read_phys(paddr + avail, size - avail)
+        buf = bytearray(size)
+        got = self._read_into(memoryview(buf), int(seg["file_offset"]) + paddr - int(seg["phys_start"]))
+        if got < size:
+            raise SourceReadError(self.path, paddr + got, "file ends inside a segment")
+        return bytes(buf)
+
+    def page_owner(self, start_pfn: int, count: int) -> np.ndarray:
+        """Return, per pfn, the index of the segment its data comes from, or -1.
+
+        The owner is the first segment (in table order) whose file-backed part
+        contains the page's start address: makedumpfile's ``paddr_to_offset``
+        (docs/kdump-format.md §9.1, §17.1.1).
+
+        Args:
+            start_pfn: First pfn.
+            count: Number of pfns.
+
+        Returns:
+            int32 array of length ``count``.
+        """
+        owner = np.full(count, -1, np.int32)
+        ps = self.page_size
+        end_pfn = start_pfn + count
+        for i, seg in enumerate(self.segments):
+            s = int(seg["phys_start"])
+            e = s + int(seg["file_size"])
+            lo = max(-(-s // ps), start_pfn)
+            hi = min(-(-e // ps), end_pfn)
+            if lo >= hi:
+                continue
+            sl = owner[lo - start_pfn : hi - start_pfn]
+            sl[sl < 0] = i
+        return owner
+
+    def read_pages(self, start_pfn: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Read ``count`` pages from ``start_pfn`` into a ``(count, page_size)`` uint8 array.
+
+        Pages with no file data read as zeros; bytes past the end of a segment's
+        data but inside the page are the raw file bytes that follow, as
+        makedumpfile's mmap path reads them (docs/kdump-format.md §17.1.6).
+
+        Args:
+            start_pfn: First pfn.
+            count: Number of pages.
+            out: Optional preallocated array to fill.
+
+        Returns:
+            The page array.
+        """
+        ps = self.page_size
+        if out is None:
+            out = np.zeros((count, ps), np.uint8)
+        else:
+            out[:count] = 0
+        owner = self.page_owner(start_pfn, count)
+        flat = out.reshape(-1)
+        # Runs of consecutive pfns with the same owner are one contiguous file range.
+        change = np.flatnonzero(np.diff(owner)) + 1
+        starts = np.concatenate(([0], change))
+        ends = np.concatenate((change, [count]))
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            o = int(owner[a])
+            if o < 0:
+                continue
+            seg = self.segments[o]
+            foff = int(seg["file_offset"]) + (start_pfn + a) * ps - int(seg["phys_start"])
+            self._read_into(memoryview(flat[a * ps : b * ps].data), foff)
+        return out
+
+
+def _host_page_size() -> int:
+    return resource.getpagesize()
+
+
+def _page_size_from(vmcoreinfo: VmcoreInfo | None, path: str) -> int:
+    ps = vmcoreinfo.page_size if vmcoreinfo is not None else None
+    if ps is None:
+        return _host_page_size()
+    if ps < 1024 or ps > MAX_PAGE_SIZE or ps & (ps - 1):
+        raise VmcoreinfoError("PAGESIZE", f"{path}: VMCOREINFO PAGESIZE={ps} is not a power of two in [1K, 256K]")
+    return ps
+
+
+def open_elf(path: str, vmcoreinfo_file: str | None = None, use_mmap: bool = True) -> Source:
+    """Open an ELF64 little-endian vmcore (/proc/vmcore, QEMU dump-guest-memory).
+
+    Args:
+        path: The vmcore.
+        vmcoreinfo_file: Optional ``-i`` file whose VMCOREINFO replaces the note's.
+        use_mmap: Read through mmap windows.
+
+    Returns:
+        The source.
+
+    Raises:
+        ElfFormatError: Malformed ELF.
+        VmcoreinfoError: Malformed VMCOREINFO.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise FormatError(path, None, f"cannot open: {e.strerror}") from e
+    try:
+        size = os.fstat(fd).st_size
+
+        def read(off: int, n: int) -> bytes:
+            return os.pread(fd, n, off)
+
+        core = elf.parse_core(read, path, size)
+        blob = read(core.note_offset, core.note_size) if core.note_size else b""
+        if len(blob) < core.note_size:
+            raise ElfFormatError(path, core.note_offset + len(blob), "truncated PT_NOTE")
+    finally:
+        os.close(fd)
+    notes = NoteInfo.parse(blob, path, core.note_offset)
+    vi: VmcoreInfo | None = None
+    if vmcoreinfo_file is not None:
+        vi = load_vmcoreinfo_file(vmcoreinfo_file)
+    elif notes.vmcoreinfo_bytes is not None:
+        vi = VmcoreInfo.parse(
+            notes.vmcoreinfo_bytes, f"{path}: VMCOREINFO note at offset {core.note_offset + notes.vmcoreinfo_offset:#x}"
+        )
+    page_size = _page_size_from(vi, path)
+    segs = core.segments
+    if len(segs) and int(segs["phys_end"].max()) > 1 << MAX_PHYS_BITS:
+        raise ElfFormatError(
+            path, int(core.ehdr["e_phoff"]), f"PT_LOAD beyond the {MAX_PHYS_BITS}-bit physical address space"
+        )
+    return Source(path, segs, notes, vi, page_size, size, use_mmap)
+
+
+def load_vmcoreinfo_file(path: str) -> VmcoreInfo:
+    """Read a VMCOREINFO text file (makedumpfile ``-g`` output, for ``-i``).
+
+    Args:
+        path: The file.
+
+    Returns:
+        The parsed VMCOREINFO.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20 + 1)
+    except OSError as e:
+        raise FormatError(path, None, f"cannot read VMCOREINFO file: {e.strerror}") from e
+    return VmcoreInfo.parse(data, path)
+
+
+def open_raw(
+    path: str,
+    phys_start: int = 0,
+    page_size: int | None = None,
+    vmcoreinfo_file: str | None = None,
+    use_mmap: bool = True,
+) -> Source:
+    """Open a raw physical-memory image: file offset 0 is ``phys_start``.
+
+    Args:
+        path: The image.
+        phys_start: Physical address of the first byte.
+        page_size: Page size (default: VMCOREINFO's, else the host's).
+        vmcoreinfo_file: Optional VMCOREINFO text file.
+        use_mmap: Read through mmap windows.
+
+    Returns:
+        The source.
+    """
+    try:
+        size = os.stat(path).st_size
+    except OSError as e:
+        raise FormatError(path, None, f"cannot open: {e.strerror}") from e
+    if size == 0:
+        raise FormatError(path, 0, "raw image is empty")
+    vi = load_vmcoreinfo_file(vmcoreinfo_file) if vmcoreinfo_file else None
+    ps = page_size or _page_size_from(vi, path)
+    if phys_start % ps:
+        raise FormatError(path, None, f"--phys-start {phys_start:#x} is not page aligned")
+    segs = np.zeros(1, elf.SEGMENT_DTYPE)
+    segs["phys_start"] = phys_start
+    segs["phys_end"] = phys_start + size
+    segs["virt_start"] = 0
+    segs["file_offset"] = 0
+    segs["file_size"] = size
+    return Source(path, segs, NoteInfo(b"", 0, -1, 0), vi, ps, size, use_mmap)
