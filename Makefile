@@ -1,0 +1,38 @@
+# vmcorepack: `make demo` packs a generated sample image; `make test` runs every check.
+# The venv is built from Debian's /usr/bin/python3 with system site packages so that
+# python3-libkdumpfile (a Debian package) imports in the tests.
+PY ?= /usr/bin/python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= out
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint unit clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv --system-site-packages $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[all]' pytest pytest-timeout hypothesis ruff mypy drgn zstandard
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	@mkdir -p $(OUT)
+	$(BIN)/vmcorepack-mkfixture --size 256M --seed 1 -f $(OUT)/sample.vmcore
+	$(BIN)/vmcorepack -f -l -d 31 --show-stats $(OUT)/sample.vmcore $(OUT)/sample.kdump
+	@ls -l $(OUT)/sample.vmcore $(OUT)/sample.kdump
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: venv lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+clean:
+	rm -rf $(VENV) $(OUT) .cache .pytest_cache .mypy_cache .ruff_cache

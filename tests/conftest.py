@@ -1,0 +1,83 @@
+"""Shared fixtures: paths to ../shared, the decompressed real vmcore, tool discovery."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vmcorepack import codecs
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("VMCOREPACK_SHARED", REPO.parent / "shared"))
+VECTORS = SHARED / "vectors"
+FIXTURES = SHARED / "fixtures"
+REFERENCE = FIXTURES / "makedumpfile-1.7.9"
+CACHE = Path(os.environ.get("VMCOREPACK_CACHE", REPO / ".cache"))
+IN_CI = os.environ.get("CI") == "true"
+LEVELS = (0, 1, 2, 4, 8, 16, 31)
+
+
+def require_tool(name: str) -> str:
+    """Return the path of an external tool; fail in CI, skip locally when missing."""
+    path = shutil.which(name)
+    if path is None:
+        msg = f"{name} is not installed (.ci/run installs it)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def _zstd_decompress(src: Path, dst: Path) -> Path:
+    """Decompress ``src`` into ``dst`` once (atomically), return ``dst``."""
+    if dst.exists():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(dst.suffix + f".{os.getpid()}.tmp")
+    subprocess.run(["zstd", "-d", "-q", "-f", str(src), "-o", str(tmp)], check=True)
+    tmp.rename(dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def real_vmcore() -> Path:
+    """The real Debian 6.1 vmcore of ../shared/fixtures, decompressed (926 MB, cached)."""
+    src = FIXTURES / "vmcore-A.elf.zst"
+    if not src.exists():
+        pytest.fail(f"missing {src}") if IN_CI else pytest.skip(f"missing {src}")
+    require_tool("zstd")
+    return _zstd_decompress(src, CACHE / "vmcore-A.elf")
+
+
+def reference_head(level: int) -> bytes:
+    """makedumpfile 1.7.9's first blocks (headers and bitmaps) of the real vmcore at ``level``."""
+    import zstandard  # noqa: PLC0415
+
+    data = (REFERENCE / f"d{level}.head.zst").read_bytes()
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+def reference_stats(level: int) -> dict[str, int]:
+    """Parse makedumpfile's --show-stats table for ``level`` into {label: value}."""
+    out: dict[str, int] = {}
+    for line in (REFERENCE / f"d{level}.stats").read_text(errors="replace").splitlines():
+        label, sep, value = line.partition(":")
+        value = value.strip()
+        if sep and value.startswith("0x"):
+            out[label.strip()] = int(value, 16)
+    return out
+
+
+def codec_params() -> list[object]:
+    """One pytest param per codec; a missing library skips locally and fails in CI."""
+    params: list[object] = []
+    for name in ("none", "zlib", "lzo", "snappy", "zstd"):
+        marks = []
+        if not codecs.available(name) and not IN_CI:
+            marks.append(pytest.mark.skip(reason=f"{name} library not installed"))
+        params.append(pytest.param(name, id=name, marks=marks))
+    return params

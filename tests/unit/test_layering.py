@@ -1,0 +1,74 @@
+"""The import rule of docs/style.md: a module imports only its own layer or lower ones."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "vmcorepack"
+
+LAYERS = {
+    "errors": 0,
+    "constants": 0,
+    "formats": 1,
+    "vmcoreinfo": 2,
+    "sources": 2,
+    "bitmap": 2,
+    "codecs": 2,
+    "kernel": 3,
+    "filter": 3,
+    "dmesg": 3,
+    "writer": 4,
+    "reader": 4,
+    "pipeline": 5,
+    "verify": 5,
+    "fixtures": 5,
+    "split": 5,
+    "elfout": 5,
+    "info": 5,
+    "streams": 2,
+    "cli": 6,
+    "mkfixture": 6,
+    "__main__": 7,
+    "__init__": 0,
+}
+CLI_ONLY = {"argparse", "tqdm"}
+
+
+def _layer(module: str) -> int:
+    head = module.split(".")[0]
+    assert head in LAYERS, f"module {module} has no layer in test_layering.LAYERS"
+    return LAYERS[head]
+
+
+def test_imports_respect_layers() -> None:
+    problems = []
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC).with_suffix("")
+        parts = list(rel.parts)
+        me = parts[0] if parts[0] != "__init__" else "__init__"
+        if len(parts) > 1 and parts[-1] == "__init__":
+            me = parts[0]
+        mine = _layer(me)
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "vmcorepack":
+                    names = [a.name for a in node.names if a.name != "__version__"]
+                elif node.module.startswith("vmcorepack."):
+                    names = [node.module.removeprefix("vmcorepack.")]
+                elif node.module.split(".")[0] in CLI_ONLY and mine < 6:
+                    problems.append(f"{rel} imports {node.module}")
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("vmcorepack."):
+                        names.append(a.name.removeprefix("vmcorepack."))
+                    elif a.name.split(".")[0] in CLI_ONLY and mine < 6:
+                        problems.append(f"{rel} imports {a.name}")
+            for n in names:
+                if _layer(n) > mine:
+                    problems.append(f"{rel} (layer {mine}) imports {n} (layer {_layer(n)})")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print" and mine < 6:
+                problems.append(f"{rel} calls print")
+    assert not problems, "\n".join(problems)
