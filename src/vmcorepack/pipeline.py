@@ -488,7 +488,8 @@ def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
     result = PackResult(max_mapnr=source.max_mapnr, ram_pages=ram, dumpable=dumpable)
     result.counts = flt.counts
     result.original_pages, result.memory_hole = memory_stats(source)
-    plan = make_plan(source, options.dump_level, codec.flag, dumpable, options.utsname)
+    utsname = options.utsname if options.utsname is not None else flt.utsname()
+    plan = make_plan(source, options.dump_level, codec.flag, dumpable, utsname)
     geo = plan.geometry
     if options.dry_run:
         if options.dump_level & DumpLevel.ZERO:

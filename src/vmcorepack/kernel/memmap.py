@@ -1,0 +1,407 @@
+"""Where each pfn's ``struct page`` lives, and reading them into numpy field arrays.
+
+The memory model is chosen as makedumpfile's ``get_mem_type`` does: SPARSEMEM
+(with or without EXTREME) when ``mem_section`` is described, else FLATMEM
+from ``SYMBOL(mem_map)`` (docs/kdump-format.md §9.4).  DISCONTIGMEM needs
+``pglist_data.node_mem_map``, which no x86_64 kernel exports: refused.
+
+``struct page`` entries are read in makedumpfile's 512-pfn batches
+(``PGMM_CACHED``, aligned to absolute multiples of 512, each read from its
+first examined pfn to the batch or scan end; §17.1.1), so exactly the
+entries makedumpfile reads are read, and a head page's "first tail" values
+come from the next entry of the same batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from vmcorepack.errors import KernelMemoryError, SourceReadError, UnsupportedError, VmcoreinfoError
+from vmcorepack.kernel.x86_64 import PageTableWalker
+from vmcorepack.sources import Source
+from vmcorepack.vmcoreinfo import VmcoreInfo
+
+#: makedumpfile's struct page cache: ``PGMM_CACHED`` (makedumpfile.h).
+BATCH = 512
+#: ``SECTION_MARKED_PRESENT`` in ``mem_section.section_mem_map``.
+SECTION_MARKED_PRESENT = 0x1
+#: makedumpfile masks the low flag bits of ``section_mem_map`` (``SECTION_MAP_MASK``).
+SECTION_MAP_MASK = ~0x1F & ((1 << 64) - 1)
+#: x86_64 defaults when VMCOREINFO lacks them (makedumpfile ``_SECTION_SIZE_BITS``,
+#: ``_MAX_PHYSMEM_BITS`` for 4- and 5-level paging).
+DEFAULT_SECTION_SIZE_BITS = 27
+DEFAULT_MAX_PHYSMEM_BITS = (46, 52)
+#: Lowest kernel virtual address on x86_64 (start of the kernel half).
+KERNEL_SPACE_START = 0xFFFF_8000_0000_0000
+
+
+def kernel_version(vi: VmcoreInfo) -> tuple[int, int, int]:
+    """Return ``OSRELEASE`` as ``(major, minor, patch)``; unknown counts as very new.
+
+    Args:
+        vi: VMCOREINFO.
+
+    Returns:
+        The version triple.
+    """
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", vi.osrelease or "")
+    if m is None:
+        return (999, 0, 0)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class MemMapRange:
+    """A pfn range whose ``struct page``s are contiguous in kernel virtual memory.
+
+    Attributes:
+        start_pfn: First pfn.
+        end_pfn: End pfn (exclusive), at most ``max_mapnr``.
+        mem_map: Virtual address of the ``struct page`` of ``start_pfn``.
+    """
+
+    start_pfn: int
+    end_pfn: int
+    mem_map: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PageLayout:
+    """Where the fields the filter needs are inside ``struct page``.
+
+    Attributes:
+        size: ``SIZE(page)``.
+        dtype: Structured dtype of one entry with the fields ``flags``,
+            ``mapping``, ``mapcount``, ``private``, ``chead`` (compound_head),
+            ``order`` and ``dtor`` (the last two as they sit in a first tail page).
+        has_mapcount: ``OFFSET(page._mapcount)`` exported.
+        has_private: ``OFFSET(page.private)`` exported.
+        has_compound_head: ``OFFSET(page.compound_head)`` exported.
+        has_order: A compound order offset is known.
+        has_dtor: A compound destructor offset is known.
+    """
+
+    size: int
+    dtype: np.dtype[np.void]
+    has_mapcount: bool
+    has_private: bool
+    has_compound_head: bool
+    has_order: bool
+    has_dtor: bool
+
+    @classmethod
+    def from_vmcoreinfo(cls, vi: VmcoreInfo) -> PageLayout:
+        """Build the layout.
+
+        Args:
+            vi: VMCOREINFO.
+
+        Returns:
+            The layout.
+
+        Raises:
+            VmcoreinfoError: ``SIZE(page)``, ``OFFSET(page.flags)``,
+                ``OFFSET(page._refcount)`` or ``OFFSET(page.mapping)`` missing
+                (makedumpfile's ``get_mem_type`` then finds no memory type).
+        """
+        size = vi.require("SIZE", "page")
+        flags = vi.require("OFFSET", "page.flags")
+        if vi.offset("page._refcount") is None and vi.offset("page._count") is None:
+            raise VmcoreinfoError("OFFSET(page._refcount)")
+        mapping = vi.require("OFFSET", "page.mapping")
+        names = ["flags", "mapping"]
+        formats = ["<u8", "<u8"]
+        offsets = [flags, mapping]
+
+        def add(name: str, fmt: str, off: int | None) -> bool:
+            if off is None:
+                return False
+            names.append(name)
+            formats.append(fmt)
+            offsets.append(off)
+            return True
+
+        has_mapcount = add("mapcount", "<i4", vi.offset("page._mapcount"))
+        has_private = add("private", "<u8", vi.offset("page.private"))
+        # Linux 7.1 renamed compound_head to compound_info.
+        chead = vi.offset("page.compound_head")
+        has_chead = add("chead", "<u8", chead if chead is not None else vi.offset("page.compound_info"))
+        # Order and destructor of a compound page, relative to its first tail
+        # page: folio fields (6.3+) are relative to the folio, i.e. the head.
+        ver = kernel_version(vi)
+        folio_order = vi.offset("folio._folio_order")
+        order_off = folio_order - size if folio_order is not None else vi.offset("page.compound_order")
+        folio_dtor = vi.offset("folio._folio_dtor")
+        dtor_off = folio_dtor - size if folio_dtor is not None else vi.offset("page.compound_dtor")
+        # Widths follow struct page history: unsigned char since 4.16,
+        # unsigned short before; the destructor was a function pointer before 4.4.
+        has_order = add("order", "u1" if ver >= (4, 16, 0) else "<u2", order_off)
+        if ver >= (4, 16, 0):
+            dtor_fmt = "u1"
+        elif ver >= (4, 4, 0):
+            dtor_fmt = "<u2"
+        else:
+            dtor_fmt = "<u8"
+        has_dtor = add("dtor", dtor_fmt, dtor_off)
+        for off, fmt in zip(offsets, formats, strict=True):
+            if off < 0 or off + np.dtype(fmt).itemsize > size:
+                raise VmcoreinfoError(
+                    "SIZE(page)", f"VMCOREINFO: a struct page field at offset {off} lies outside SIZE(page)={size}"
+                )
+        dt = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": size})
+        return cls(size, dt, has_mapcount, has_private, has_chead, has_order, has_dtor)
+
+
+@dataclasses.dataclass
+class PageArrays:
+    """``struct page`` fields of a run of pfns, one entry per pfn.
+
+    Entries that were not read (not examined, or outside every batch read) are zero.
+
+    Attributes:
+        start_pfn: pfn of entry 0.
+        flags: ``page.flags``.
+        mapping: ``page.mapping``.
+        mapcount: ``page._mapcount`` (signed), 0 if not exported.
+        private: ``page.private``, 0 if not exported.
+        chead: ``page.compound_head``, 0 if not exported.
+        order: compound order field as found in this entry (meaningful for first tails).
+        dtor: compound destructor field as found in this entry.
+        read: Whether the entry was read.
+        tail_ok: Whether the *next* entry was read in the same batch read
+            (makedumpfile looks at a head's first tail only then).
+    """
+
+    start_pfn: int
+    flags: np.ndarray
+    mapping: np.ndarray
+    mapcount: np.ndarray
+    private: np.ndarray
+    chead: np.ndarray
+    order: np.ndarray
+    dtor: np.ndarray
+    read: np.ndarray
+    tail_ok: np.ndarray
+
+
+class MemMap:
+    """The ``struct page`` array of a dump.
+
+    Attributes:
+        source: The dump.
+        walker: Address translator.
+        layout: Field layout.
+        ranges: pfn ranges with a mem_map, in pfn order.
+        model: ``"SPARSEMEM_EX"``, ``"SPARSEMEM"`` or ``"FLATMEM"``.
+    """
+
+    def __init__(self, source: Source, walker: PageTableWalker | None = None) -> None:
+        """Locate the mem_map of every pfn.
+
+        Args:
+            source: The dump (with VMCOREINFO).
+            walker: Translator to reuse, or None to make one.
+
+        Raises:
+            VmcoreinfoError: Keys for the memory model or struct page missing.
+            KernelMemoryError: The tables cannot be read.
+        """
+        vi = source.vmcoreinfo
+        if vi is None:
+            raise VmcoreinfoError("*", f"{source.path}: finding struct page needs VMCOREINFO")
+        self.source = source
+        self.walker = walker or PageTableWalker(source)
+        self.layout = PageLayout.from_vmcoreinfo(vi)
+        if (
+            vi.symbol("mem_section") is not None
+            and vi.size("mem_section") is not None
+            and vi.offset("mem_section.section_mem_map") is not None
+        ):
+            self.ranges, self.model = self._sparsemem(vi)
+        elif vi.symbol("mem_map") is not None:
+            self.ranges, self.model = self._flatmem(vi.require("SYMBOL", "mem_map")), "FLATMEM"
+        elif vi.offset("pglist_data.node_mem_map") is not None:
+            raise UnsupportedError("DISCONTIGMEM kernels are not supported")
+        else:
+            raise VmcoreinfoError("SYMBOL(mem_section)", "VMCOREINFO describes neither mem_section nor mem_map")
+
+    # -- memory models --------------------------------------------------------
+    def _flatmem(self, sym: int) -> list[MemMapRange]:
+        # SYMBOL(mem_map) is the address of the pointer variable.
+        mem_map = self.walker.read_u64(sym)
+        if mem_map == 0:
+            raise KernelMemoryError(sym, "FLATMEM mem_map pointer is NULL")
+        return [MemMapRange(0, self.source.max_mapnr, mem_map)]
+
+    def _sparsemem(self, vi: VmcoreInfo) -> tuple[list[MemMapRange], str]:
+        ps = self.source.page_size
+        page_shift = ps.bit_length() - 1
+        five = bool(vi.number("pgtable_l5_enabled") or 0)
+        section_bits = vi.number("SECTION_SIZE_BITS") or DEFAULT_SECTION_SIZE_BITS
+        physmem_bits = vi.number("MAX_PHYSMEM_BITS") or DEFAULT_MAX_PHYSMEM_BITS[five]
+        sec_size = vi.require("SIZE", "mem_section")
+        map_off = vi.require("OFFSET", "mem_section.section_mem_map")
+        sym = vi.require("SYMBOL", "mem_section")
+        pfn_shift = section_bits - page_shift
+        per_section = 1 << pfn_shift
+        nr_mem_sections = 1 << (physmem_bits - section_bits)
+        per_root_ex = ps // sec_size
+        length = vi.length("mem_section")
+        # is_sparsemem_extreme(): LENGTH missing, or the number of roots.
+        extreme = length is None or length == -(-nr_mem_sections // per_root_ex)
+        per_root = per_root_ex if extreme else 1
+        num_section = -(-self.source.max_mapnr // per_section)
+        if not extreme:
+            return self._decode(sym, num_section, per_root, sec_size, map_off, pfn_shift, extreme=False), "SPARSEMEM"
+        try:
+            ranges = self._decode(sym, num_section, per_root, sec_size, map_off, pfn_shift, extreme=True)
+            if ranges:
+                return ranges, "SPARSEMEM_EX"
+            first_error: KernelMemoryError | None = None
+        except KernelMemoryError as e:
+            first_error = e
+        # makedumpfile retries treating SYMBOL(mem_section) as the address of
+        # a pointer to the root array (kernels that export &mem_section).
+        try:
+            roots_va = self.walker.read_u64(sym)
+            ranges = self._decode(roots_va, num_section, per_root, sec_size, map_off, pfn_shift, extreme=True)
+        except KernelMemoryError:
+            if first_error is not None:
+                raise first_error from None
+            raise
+        if not ranges:
+            raise KernelMemoryError(sym, "no memory section has a mem_map (SPARSEMEM_EXTREME)")
+        return ranges, "SPARSEMEM_EX"
+
+    def _decode(
+        self,
+        base: int,
+        num_section: int,
+        per_root: int,
+        sec_size: int,
+        map_off: int,
+        pfn_shift: int,
+        extreme: bool,
+    ) -> list[MemMapRange]:
+        max_mapnr = self.source.max_mapnr
+        page_size = self.layout.size
+        if extreme:
+            nr_roots = -(-num_section // per_root)
+            roots = np.frombuffer(self.walker.read(base, 8 * nr_roots), "<u8").tolist()
+        else:
+            roots = [base]
+            per_root = num_section
+        out: list[MemMapRange] = []
+        for r, root in enumerate(roots):
+            first = r * per_root
+            count = min(per_root, num_section - first)
+            if root == 0 or count <= 0:
+                continue
+            if root < KERNEL_SPACE_START:
+                raise KernelMemoryError(root, f"mem_section root {r} is not a kernel address")
+            raw = self.walker.read(root, count * sec_size)
+            for i in range(count):
+                coded = int.from_bytes(raw[i * sec_size + map_off : i * sec_size + map_off + 8], "little")
+                if not coded & SECTION_MARKED_PRESENT:
+                    continue
+                nr = first + i
+                start = nr << pfn_shift
+                # The kernel stores mem_map minus the section's first pfn
+                # (sparse_encode_mem_map); add it back.
+                mem_map = ((coded & SECTION_MAP_MASK) + start * page_size) & ((1 << 64) - 1)
+                if mem_map < KERNEL_SPACE_START:
+                    raise KernelMemoryError(mem_map, f"mem_map of section {nr} is not a kernel address")
+                out.append(MemMapRange(start, min(start + (1 << pfn_shift), max_mapnr), mem_map))
+        return out
+
+    # -- reading struct pages -------------------------------------------------
+    def read_pages(self, rng: MemMapRange, start: int, end: int, examined: np.ndarray) -> PageArrays:
+        """Read the ``struct page``s makedumpfile reads for pfns ``[start, end)`` of ``rng``.
+
+        Args:
+            rng: The mem_map range holding the pfns.
+            start: First pfn (inside ``rng``).
+            end: End pfn: the end of makedumpfile's scan (section or cycle end).
+            examined: Bool per pfn of ``[start, end)``: page start inside a
+                PT_LOAD's file data (``is_in_segs``).
+
+        Returns:
+            Field arrays for ``[start, end)``.
+
+        Raises:
+            KernelMemoryError: A batch cannot be read (makedumpfile: "Can't
+                exclude unnecessary pages").
+        """
+        n = end - start
+        size = self.layout.size
+        buf = np.zeros(n * size, np.uint8)
+        read = np.zeros(n, bool)
+        tail_ok = np.zeros(n, bool)
+        for a, b in _batch_reads(start, end, examined):
+            va = rng.mem_map + (a - rng.start_pfn) * size
+            try:
+                runs = self.walker.runs(va, (b - a) * size)
+                pos = (a - start) * size
+                for run in runs:
+                    buf[pos : pos + run.size] = np.frombuffer(self.source.read_phys(run.paddr, run.size), np.uint8)
+                    pos += run.size
+            except (KernelMemoryError, SourceReadError) as e:
+                raise KernelMemoryError(va, f"cannot read struct page of pfns {a:#x}-{b - 1:#x} at {va:#x}: {e}") from e
+            read[a - start : b - start] = True
+        # A head's first tail is the next entry of the same batch read: not for
+        # the last slot of a batch, nor for the last pfn of the scan.
+        tail_ok[:-1] = read[:-1] & read[1:]
+        tail_ok &= (np.arange(start, end) % BATCH) != BATCH - 1
+        rec = np.frombuffer(buf.data, self.layout.dtype, count=n)
+        names = self.layout.dtype.names or ()
+        zeros_u8 = np.zeros(n, np.uint64)
+
+        def field(name: str, dt: str) -> np.ndarray:
+            return rec[name].astype(dt) if name in names else (zeros_u8 if dt == "u8" else np.zeros(n, dt))
+
+        return PageArrays(
+            start,
+            field("flags", "u8"),
+            field("mapping", "u8"),
+            field("mapcount", "i4"),
+            field("private", "u8"),
+            field("chead", "u8"),
+            field("order", "u8"),
+            field("dtor", "u8"),
+            read,
+            tail_ok,
+        )
+
+
+def _batch_reads(start: int, end: int, examined: np.ndarray) -> list[tuple[int, int]]:
+    """Return makedumpfile's batch reads for a scan of ``[start, end)``, merged when adjacent.
+
+    A batch (absolute multiple of ``BATCH``) with an examined pfn is read from
+    its first examined pfn to the batch end or ``end``.
+
+    Args:
+        start: Scan start pfn.
+        end: Scan end pfn.
+        examined: Bool per pfn.
+
+    Returns:
+        ``(first, stop)`` pfn pairs, batches that follow each other without a
+        gap merged into one read.
+    """
+    idx = np.flatnonzero(examined)
+    if not len(idx):
+        return []
+    pfns = idx + start
+    batch = pfns // BATCH
+    firsts = pfns[np.concatenate(([True], batch[1:] != batch[:-1]))]
+    stops = np.minimum((firsts // BATCH + 1) * BATCH, end)
+    out: list[tuple[int, int]] = []
+    for a, b in zip(firsts.tolist(), stops.tolist(), strict=True):
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
