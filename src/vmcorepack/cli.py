@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes (default: online CPUs)")
     p.add_argument("--cyclic-buffer", type=int, default=None, metavar="KiB", help="bitmap buffer per cycle, KiB")
-    p.add_argument("--non-mmap", action="store_true", help="read the input with read() instead of mmap")
+    p.add_argument("--non-mmap", action="store_true", help="read the input with read() only")
+    p.add_argument("--mmap", action="store_true", help="read through mmap windows (default only for /proc/vmcore)")
     p.add_argument(
         "-b", dest="block_order", type=int, default=None, help="accepted for compatibility (write cache order)"
     )
@@ -178,8 +179,14 @@ def _err(msg: str) -> None:
 
 def _open_source(args: argparse.Namespace, path: str) -> sources.Source:
     if args.raw:
-        return sources.open_raw(path, args.phys_start, args.page_size, args.vmcoreinfo, not args.non_mmap)
-    return sources.open_elf(path, args.vmcoreinfo, not args.non_mmap)
+        return sources.open_raw(path, args.phys_start, args.page_size, args.vmcoreinfo, _mmap_choice(args))
+    return sources.open_elf(path, args.vmcoreinfo, _mmap_choice(args))
+
+
+def _mmap_choice(args: argparse.Namespace) -> bool | None:
+    if args.non_mmap:
+        return False
+    return True if args.mmap else None
 
 
 def _workers(args: argparse.Namespace) -> int:

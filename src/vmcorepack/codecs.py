@@ -41,6 +41,33 @@ class Codec:
     compress: Callable[[Buffer], bytes]
     decompress: Callable[[Buffer, int], bytes]
 
+    def compress_pages(self, raw: bytes, offsets: list[int], page_size: int) -> list[bytes]:
+        """Compress the pages of ``raw`` that start at ``offsets``.
+
+        One list comprehension around the C function: the per-page Python cost
+        is a slice and a call (a quarter of LZO's own time on kernel pages).
+
+        Args:
+            raw: Concatenated pages.
+            offsets: Byte offsets of the pages to compress.
+            page_size: Page size.
+
+        Returns:
+            One compressed bytes object per offset.
+        """
+        ps = page_size
+        if self.name == "zlib":
+            zc = zlib.compress
+            return [zc(raw[o : o + ps], 1) for o in offsets]
+        if self.name == "lzo":
+            lc = _lzo().compress
+            return [lc(raw[o : o + ps], 1, False) for o in offsets]
+        if self.name == "zstd":
+            cc = _zstd()[0].compress
+            return [cc(raw[o : o + ps]) for o in offsets]
+        fn = self.compress
+        return [fn(raw[o : o + ps]) for o in offsets]
+
 
 # Install hints for the one-line error when a library is missing.
 _HINTS = {

@@ -43,8 +43,8 @@ Progress = Callable[[int, int], None]
 
 #: pfns per cycle when not given: a multiple of 8 so bitmap slices are whole bytes.
 DEFAULT_CYCLE_PFNS = 1 << 22
-#: Dumpable pages per worker chunk (8 MiB of 4 KiB pages).
-DEFAULT_CHUNK_PAGES = 2048
+#: Dumpable pages per worker chunk (2 MiB of 4 KiB pages: a worker holds a few copies).
+DEFAULT_CHUNK_PAGES = 512
 #: How long a worker may wait for its turn before the run is declared stuck.
 TURN_TIMEOUT = 600.0
 
@@ -114,7 +114,7 @@ class PackResult:
 # ----------------------------------------------------------------------------
 
 
-def read_pfns(source: Source, pfns: np.ndarray) -> np.ndarray:
+def read_pfns(source: Source, pfns: np.ndarray) -> bytes:
     """Read the pages of a sorted pfn list, one file read per contiguous run.
 
     Args:
@@ -122,29 +122,28 @@ def read_pfns(source: Source, pfns: np.ndarray) -> np.ndarray:
         pfns: Sorted int64 pfns.
 
     Returns:
-        ``(len(pfns), page_size)`` uint8 array.
+        ``len(pfns) * page_size`` bytes.
     """
-    out = np.empty((len(pfns), source.page_size), np.uint8)
     if not len(pfns):
-        return out
+        return b""
     brk = np.flatnonzero(np.diff(pfns) != 1) + 1
     starts = np.concatenate(([0], brk)).tolist()
     ends = np.concatenate((brk, [len(pfns)])).tolist()
-    for a, b in zip(starts, ends, strict=True):
-        source.read_pages(int(pfns[a]), b - a, out=out[a:b])
-    return out
+    parts = [source.read_pages_bytes(int(pfns[a]), b - a) for a, b in zip(starts, ends, strict=True)]
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def zero_mask(pages: np.ndarray) -> np.ndarray:
+def zero_mask(raw: bytes, page_size: int) -> np.ndarray:
     """Return which pages are all zero (one vectorised pass).
 
     Args:
-        pages: ``(n, page_size)`` uint8 array.
+        raw: Concatenated pages.
+        page_size: Page size (a multiple of 8).
 
     Returns:
-        Bool array of length n.
+        Bool array, one entry per page.
     """
-    words = pages.view(np.uint64) if pages.shape[1] % 8 == 0 else pages
+    words = np.frombuffer(raw, np.uint64).reshape(-1, page_size // 8)
     return np.asarray(~words.any(axis=1))
 
 
@@ -155,53 +154,57 @@ class EncodedChunk:
     Attributes:
         descs: ``page_desc`` array, ``offset`` relative to the chunk's data start
             except for zero pages, which hold -1 until placed.
-        data: Concatenated stored bytes.
+        data: Stored bytes: one object, or one per stored page (written with writev).
         zero: Number of shared-zero pages.
         compressed: Number of pages stored compressed.
     """
 
     descs: np.ndarray
-    data: bytes
+    data: bytes | list[bytes]
     zero: int
     compressed: int
 
 
-def encode_chunk(pages: np.ndarray, codec: Codec, share_zero: bool) -> EncodedChunk:
+def encode_chunk(raw: bytes, page_size: int, codec: Codec, share_zero: bool) -> EncodedChunk:
     """Encode pages as makedumpfile does (docs/kdump-format.md §5.3).
 
     Args:
-        pages: ``(n, page_size)`` uint8 array.
+        raw: Concatenated pages.
+        page_size: Page size.
         codec: Codec.
         share_zero: Dump level has bit 1: all-zero pages use the shared zero page.
 
     Returns:
         The encoded chunk.
     """
-    n, ps = pages.shape
+    ps = page_size
+    n = len(raw) // ps
     descs = np.zeros(n, kdump.PAGE_DESC)
-    is_zero = zero_mask(pages) if share_zero else np.zeros(n, bool)
+    is_zero = zero_mask(raw, ps) if share_zero else np.zeros(n, bool)
     sizes = np.full(n, ps, np.uint32)
     flags = np.zeros(n, np.uint32)
     todo = np.flatnonzero(~is_zero)
+    data: bytes | list[bytes]
     if codec.flag == 0:
-        data = pages[todo].tobytes()
+        if len(todo) == n:
+            data = raw
+        else:
+            data = np.frombuffer(raw, np.uint8).reshape(n, ps)[todo].tobytes()
         compressed = 0
     else:
-        parts: list[bytes] = []
-        compress = codec.compress
-        compressed = 0
-        for i in todo.tolist():
-            page = pages[i].data
-            c = compress(page)
-            # Stored compressed only when strictly smaller than a page.
-            if len(c) < ps:
-                parts.append(c)
-                sizes[i] = len(c)
-                flags[i] = codec.flag
-                compressed += 1
-            else:
-                parts.append(page.tobytes())
-        data = b"".join(parts)
+        # Codec bindings want bytes (python-lzo refuses memoryviews): each
+        # page is a slice of the chunk's bytes.
+        offs = (todo * ps).tolist()
+        outs = codec.compress_pages(raw, offs, ps)
+        got = np.fromiter(map(len, outs), np.int64, len(outs))
+        # Stored compressed only when strictly smaller than a page (§5.3).
+        small = got < ps
+        for j in np.flatnonzero(~small).tolist():
+            outs[j] = raw[offs[j] : offs[j] + ps]
+        sizes[todo] = np.where(small, got, ps)
+        flags[todo] = np.where(small, codec.flag, 0)
+        compressed = int(small.sum())
+        data = outs
     stored = np.where(is_zero, 0, sizes).astype(np.int64)
     rel = np.cumsum(stored) - stored
     descs["offset"] = np.where(is_zero, -1, rel)
@@ -340,10 +343,10 @@ def run_task(job: _Job, seq: Sequencer | None, task: Task, state: dict[str, int]
     Returns:
         The chunk's report.
     """
-    pages = read_pfns(job.source, task.pfns)
-    enc = encode_chunk(pages, job.codec, job.share_zero)
-    del pages
-    size = len(enc.data)
+    raw = read_pfns(job.source, task.pfns)
+    enc = encode_chunk(raw, job.source.page_size, job.codec, job.share_zero)
+    del raw
+    size = len(enc.data) if isinstance(enc.data, bytes) else int(enc.descs["size"][enc.descs["offset"] >= 0].sum())
     descs = enc.descs
     table_off = job.table_offset + task.desc_index * kdump.PAGE_DESC.itemsize
 
@@ -355,18 +358,18 @@ def run_task(job: _Job, seq: Sequencer | None, task: Task, state: dict[str, int]
     if seq is None:
         base = state["offset"]
         state["offset"] = base + size
-        job.out.pwrite(enc.data, base)
+        job.out.write_parts(enc.data, base)
         job.out.pwrite(place(base), table_off)
     elif job.stream:
         base = seq.hold(task.index)
         try:
-            job.out.pwrite(enc.data, base)
+            job.out.write_parts(enc.data, base)
             job.out.pwrite(place(base), table_off)
         finally:
             seq.release(task.index, size)
     else:
         base = seq.take(task.index, size)
-        job.out.pwrite(enc.data, base)
+        job.out.write_parts(enc.data, base)
         job.out.pwrite(place(base), table_off)
     return ChunkDone(task.index, len(task.pfns), enc.zero, enc.compressed, size)
 
@@ -538,7 +541,7 @@ def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
 def _count_zero(source: Source, bm2: np.ndarray, options: PackOptions) -> int:
     n = 0
     for task in _chunks(bm2, source.max_mapnr, options.cycle_pfns, options.chunk_pages):
-        n += int(zero_mask(read_pfns(source, task.pfns)).sum())
+        n += int(zero_mask(read_pfns(source, task.pfns), source.page_size).sum())
     return n
 
 

@@ -28,6 +28,9 @@ from vmcorepack.formats.elf import encode_note
 from vmcorepack.sources import NoteInfo, Source
 from vmcorepack.vmcoreinfo import VmcoreInfo
 
+#: Pieces per pwritev call (Linux UIO_MAXIOV).
+_IOV_MAX = 1024
+
 
 class Output:
     """Base of output targets."""
@@ -43,6 +46,15 @@ class Output:
             offset: Offset in the (logical) dump file.
         """
         raise NotImplementedError
+
+    def write_parts(self, data: bytes | list[bytes], offset: int) -> None:
+        """Write consecutive pieces starting at ``offset``.
+
+        Args:
+            data: One bytes object or a list of them.
+            offset: Offset of the first byte.
+        """
+        self.pwrite(data if isinstance(data, bytes) else b"".join(data), offset)
 
     def finish(self) -> None:
         """Complete the output (end marker, fsync) after a whole dump."""
@@ -145,6 +157,24 @@ class FileOutput(Output):
     def pwrite(self, data: bytes | memoryview, offset: int) -> None:
         """Write at an absolute offset."""
         _write_all(self.fd, data, self.path, offset)
+
+    def write_parts(self, data: bytes | list[bytes], offset: int) -> None:
+        """Write pieces with ``pwritev`` (no joined copy of a chunk's pages)."""
+        if isinstance(data, bytes):
+            self.pwrite(data, offset)
+            return
+        pos = offset
+        for a in range(0, len(data), _IOV_MAX):
+            group = data[a : a + _IOV_MAX]
+            total = sum(map(len, group))
+            try:
+                n = os.pwritev(self.fd, group, pos)
+            except OSError as e:
+                raise OutputError(self.path, f"write failed at offset {pos:#x}: {e.strerror}") from e
+            if n < total:
+                # Short write (signal, nearly full disk): finish the rest plainly.
+                self.pwrite(b"".join(group)[n:], pos + n)
+            pos += total
 
     def truncate(self, size: int) -> None:
         """Set the file size (sparse extension for trailing holes).
