@@ -371,7 +371,8 @@ class PageFilter:
 
     Cycles must be asked for in increasing pfn order: an exclusion range that
     runs past the end of one cycle is finished in the next (makedumpfile
-    carries it over the same way).
+    carries it over the same way).  Asking for an earlier cycle again starts
+    a new pass: the counters and the carried range are reset.
 
     Attributes:
         source: The input.
@@ -400,6 +401,7 @@ class PageFilter:
         self._walker: PageTableWalker | None = None
         self._memmap: MemMap | None = None
         self._carry: tuple[int, int, Kind] | None = None
+        self._next_start = 0
         needs_pages = bool(dump_level & (DumpLevel.CACHE | DumpLevel.CACHE_PRIVATE | DumpLevel.USER | DumpLevel.FREE))
         vi = source.vmcoreinfo
         if vi is None:
@@ -463,6 +465,12 @@ class PageFilter:
         Returns:
             Bool array.
         """
+        if start < self._next_start:
+            # A second pass over the dump: count afresh.
+            for f in dataclasses.fields(self.counts):
+                setattr(self.counts, f.name, 0)
+            self._carry = None
+        self._next_start = end
         bits = np.zeros(end - start, bool)
         bitmap.fill_ranges(bits, self._loads, start, True)
         bitmap.fill_ranges(bits, self._nodata, start, False)

@@ -173,3 +173,13 @@ def test_free_pages_need_a_buddy_marker(tmp_path: Path) -> None:
 def test_resolve_skips(starts: list[int], ends: list[int], resume: int, keep: list[bool]) -> None:
     got = resolve_skips(np.array(starts, np.int64), np.array(ends, np.int64), resume)
     assert got.tolist() == keep
+
+
+def test_second_pass_counts_afresh(tmp_path: Path) -> None:
+    img, sp, mm_pa = flatmem_image(tmp_path, N)
+    sp[0x30]["mapcount"] = -129
+    sp[0x30]["private"] = 2
+    flt = PageFilter(finish_flatmem(img, sp, mm_pa, tmp_path), 16)
+    first = flt.second_bitmap(0, N)
+    assert flt.counts.free == 4
+    assert (flt.second_bitmap(0, N) == first).all() and flt.counts.free == 4
