@@ -337,3 +337,84 @@ def encode_note(name: bytes, ntype: int, desc: bytes, layout: ElfLayout = ELF64L
     h["n_type"] = ntype
     nm = name + b"\0"
     return h.tobytes() + nm.ljust(_align4(len(nm)), b"\0") + desc.ljust(_align4(len(desc)), b"\0")
+
+
+#: ``p_flags`` bits.
+PF_X = 1
+PF_W = 2
+PF_R = 4
+EV_CURRENT = 1
+
+
+def encode_ehdr(
+    phnum: int,
+    e_type: int = ET_CORE,
+    e_machine: int = EM_X86_64,
+    e_flags: int = 0,
+    layout: ElfLayout = ELF64LE,
+) -> bytes:
+    """Encode an ELF header whose program headers follow it directly.
+
+    Args:
+        phnum: Number of program headers (at ``e_phoff = e_ehsize``).
+        e_type: Object type (``ET_CORE`` for a vmcore).
+        e_machine: Machine number.
+        e_flags: Processor flags.
+        layout: ELF flavour.
+
+    Returns:
+        The header bytes (64 for ELF64, 52 for ELF32).
+    """
+    h = np.zeros((), layout.ehdr)
+    cls_byte = ELFCLASS64 if layout.elfclass == 64 else ELFCLASS32
+    data_byte = ELFDATA2LSB if layout.byteorder == "<" else ELFDATA2MSB
+    h["e_ident"] = ELF_MAGIC + bytes([cls_byte, data_byte, EV_CURRENT]) + bytes(9)
+    h["e_type"] = e_type
+    h["e_machine"] = e_machine
+    h["e_version"] = EV_CURRENT
+    h["e_phoff"] = layout.ehdr.itemsize if phnum else 0
+    h["e_flags"] = e_flags
+    h["e_ehsize"] = layout.ehdr.itemsize
+    h["e_phentsize"] = layout.phdr.itemsize
+    h["e_phnum"] = min(phnum, PN_XNUM - 1)
+    h["e_shentsize"] = layout.shdr.itemsize
+    return h.tobytes()
+
+
+def encode_phdr(
+    p_type: int,
+    p_offset: int,
+    p_vaddr: int,
+    p_paddr: int,
+    p_filesz: int,
+    p_memsz: int,
+    p_flags: int = PF_R | PF_W | PF_X,
+    p_align: int = 0,
+    layout: ElfLayout = ELF64LE,
+) -> bytes:
+    """Encode one program header.
+
+    Args:
+        p_type: Segment type (``PT_LOAD``, ``PT_NOTE``).
+        p_offset: File offset of the segment's data.
+        p_vaddr: Virtual address.
+        p_paddr: Physical address.
+        p_filesz: Bytes of data in the file.
+        p_memsz: Bytes in memory (>= ``p_filesz``).
+        p_flags: ``PF_*`` bits.
+        p_align: Alignment.
+        layout: ELF flavour.
+
+    Returns:
+        The header bytes.
+    """
+    h = np.zeros((), layout.phdr)
+    h["p_type"] = p_type
+    h["p_flags"] = p_flags
+    h["p_offset"] = p_offset
+    h["p_vaddr"] = p_vaddr
+    h["p_paddr"] = p_paddr
+    h["p_filesz"] = p_filesz
+    h["p_memsz"] = p_memsz
+    h["p_align"] = p_align
+    return h.tobytes()
