@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv --system-site-packages $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[all]' pytest pytest-timeout hypothesis ruff mypy drgn zstandard
+	$(BIN)/pip install -q -e '.[all,plot]' pytest pytest-timeout hypothesis ruff mypy drgn zstandard lz4 matplotlib
 	touch $@
 
 venv: $(BIN)/.installed

@@ -11,11 +11,12 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import os
+import tempfile
 from typing import BinaryIO
 
 import numpy as np
 
-from vmcorepack import bitmap
+from vmcorepack import bitmap, streams
 from vmcorepack.codecs import decode_page
 from vmcorepack.constants import DISKDUMP_SIGNATURE, FLAT_HEADER_SIZE, KDUMP_SIGNATURE
 from vmcorepack.errors import FlatFormatError, KdumpFormatError, OutputError
@@ -164,7 +165,63 @@ def open_random_access(path: str) -> RandomAccess:
         raise KdumpFormatError(path, None, f"cannot open: {e.strerror}") from e
     if flat.is_flat_header(prefix):
         return FlatFile(path)
+    compression = streams.detect(prefix)
+    if compression is not None:
+        return DecompressedFile(path, compression)
     return RegularFile(path)
+
+
+class DecompressedFile(RegularFile):
+    """A dump or flattened stream inside a whole-stream compressor (gzip, xz, lz4, ...).
+
+    Random access through a compressor would mean decompressing from the start
+    for every read, so the input is read once, streaming: a flattened stream's
+    records are placed as ``-R`` places them, anything else is copied, into a
+    temporary file (in ``$TMPDIR``, unlinked at once, sparse where the stream
+    has gaps).  Memory stays bounded (one 4 MiB piece at a time); disk use is
+    the size of the regular dump.
+
+    Attributes:
+        compression: The compressor's name.
+        flat: Whether the decompressed bytes were a flattened stream.
+    """
+
+    def __init__(self, path: str, compression: str, tmpdir: str | None = None) -> None:
+        """Decompress ``path`` into an unlinked temporary file.
+
+        Args:
+            path: The compressed file.
+            compression: Name from :data:`streams.MAGICS`.
+            tmpdir: Directory of the temporary file (default ``$TMPDIR``).
+        """
+        self.path = path
+        self.compression = compression
+        tmp = tempfile.mkdtemp(prefix="vmcorepack-", dir=tmpdir)
+        out = os.path.join(tmp, "dump")
+        try:
+            with open(path, "rb") as f:
+                stream = streams.wrap(f, compression, path)
+                head = streams.read_exact(stream, FLAT_HEADER_SIZE)
+                self.flat = flat.is_flat_header(head)
+                if self.flat:
+                    reassemble_flat(streams.Prefixed(head, stream), out, name=path)  # type: ignore[arg-type]
+                else:
+                    _copy_stream(head, stream, out)
+            self.fd = os.open(out, os.O_RDONLY)
+        except OSError as e:
+            raise KdumpFormatError(path, None, f"cannot decompress into {tmp}: {e.strerror}") from e
+        finally:
+            if os.path.exists(out):
+                os.unlink(out)
+            os.rmdir(tmp)
+        self.size = os.fstat(self.fd).st_size
+
+
+def _copy_stream(head: bytes, stream: BinaryIO, output: str) -> None:
+    with os.fdopen(create_output_file(output, False), "wb") as f:
+        f.write(head)
+        while piece := stream.read(1 << 22):
+            f.write(piece)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,16 +496,9 @@ def reassemble_flat(stream: BinaryIO, output: str, force: bool = False, name: st
 
     def read_exact(n: int) -> bytes:
         nonlocal pos
-        chunks = []
-        got = 0
-        while got < n:
-            b = stream.read(n - got)
-            if not b:
-                break
-            chunks.append(b)
-            got += len(b)
-        pos += got
-        return b"".join(chunks)
+        b = streams.read_exact(stream, n)
+        pos += len(b)
+        return b
 
     try:
         flat.check_flat_header(read_exact(FLAT_HEADER_SIZE), name)
