@@ -990,17 +990,22 @@ class _Generator:
     # -- struct page ----------------------------------------------------------
     def struct_pages(self, first_pfn: int, count: int) -> np.ndarray:
         """Return the ``struct page`` array of pfns ``[first_pfn, +count)`` (beyond max_pfn: zero)."""
+        return self.struct_pages_at(np.arange(first_pfn, first_pfn + count, dtype=np.uint64))
+
+    def struct_pages_at(self, pfn: np.ndarray) -> np.ndarray:
+        """Return the ``struct page`` of each pfn in ``pfn`` (uint64; beyond max_pfn: zero)."""
         prof = self.prof
-        sp = np.zeros(count, _SPAGE)
-        n = max(0, min(count, self.max_pfn - first_pfn))
+        n = len(pfn)
+        sp = np.zeros(n, _SPAGE)
         if n == 0:
             return sp
-        pfn = np.arange(first_pfn, first_pfn + n, dtype=np.uint64)
-        k = self.phys.kinds[first_pfn : first_pfn + n]
-        o = self.phys.orders[first_pfn : first_pfn + n].astype(np.uint64)
+        valid = pfn < np.uint64(self.max_pfn)
+        at = np.minimum(pfn, np.uint64(self.max_pfn - 1)).astype(np.int64)
+        k = np.where(valid, self.phys.kinds[at], np.uint8(PageKind.HOLE))
+        o = np.where(valid, self.phys.orders[at], np.uint8(0)).astype(np.uint64)
         h = _pfn_hash(self.spec.seed, pfn, 1)
         h2 = _pfn_hash(self.spec.seed, pfn, 2)
-        s = sp[:n]
+        s = sp
         used = (k != PageKind.HOLE) & (k != PageKind.ZERO)
         high = np.uint64(prof.flags_high)
         flags = np.where(used, high, np.uint64(0))
@@ -1113,39 +1118,32 @@ class _Generator:
 
     # -- page contents --------------------------------------------------------
     def pages(self, first_pfn: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return the contents of pfns ``[first_pfn, +count)`` and which are non-zero.
+        """Return the non-zero pages among pfns ``[first_pfn, +count)``.
+
+        Only pages that can hold data get a buffer row, so a mostly-zero range
+        costs almost nothing.
+
+        Args:
+            first_pfn: First pfn.
+            count: Number of pfns.
 
         Returns:
-            ``(count, 4096)`` uint8 array and a bool array of non-zero pages.
+            Sorted offsets (from ``first_pfn``) of the non-zero pages, and their
+            contents as a ``(n, 4096)`` uint8 array.
         """
-        buf = np.zeros((count, PAGE_SIZE), np.uint8)
-        nz = np.zeros(count, bool)
+        per = PAGE_SIZE // SIZEOF_PAGE
         pfn = np.arange(first_pfn, first_pfn + count, dtype=np.uint64)
         k = self.phys.kinds[first_pfn : first_pfn + count]
         h = _pfn_hash(self.spec.seed, pfn, 3)
-        u = _unit(h)
         zero = (k == PageKind.HOLE) | (k == PageKind.ZERO) | (k == PageKind.MEMMAP)
-        zero |= (k != PageKind.KERNEL) & (u < self.spec.zeroed_fraction)
+        zero |= (k != PageKind.KERNEL) & (_unit(h) < self.spec.zeroed_fraction)
         if self.spec.free_zeroed:
             zero |= k == PageKind.BUDDY
-        special = [p for p in self.special if first_pfn <= p < first_pfn + count]
-        for p in special:
-            zero[p - first_pfn] = True
-        todo = np.flatnonzero(~zero)
-        if len(todo):
-            words = buf[todo].view(np.uint64)
-            hh = h[todo]
-            idx = np.arange(512, dtype=np.uint64)
-            rand = _unit(_pfn_hash(self.spec.seed, pfn[todo], 4)) < self.spec.incompressible_fraction
-            # Compressible: runs of 16 equal words drawn from 4 low-entropy values.
-            pat = _splitmix(hh[:, None] + (idx[None, :] >> np.uint64(4)) % np.uint64(4)) & np.uint64(0x0F0F0F0F0F0F0F0F)
-            noise = _splitmix(hh[:, None] * np.uint64(0x100000001B3) + idx[None, :])
-            words[:] = np.where(rand[:, None], noise, pat)
-            # Stamp: "PFN" and the pfn, so misplaced pages are caught.
-            words[:, 0] = np.uint64(0x4E46500000000000) | pfn[todo]
-            buf[todo] = words.view(np.uint8)
-            nz[todo] = True
-        # struct page arrays.
+        special = [p - first_pfn for p in self.special if first_pfn <= p < first_pfn + count]
+        zero[special] = True
+        cand = ~zero
+        # struct page arrays: a page of them can be non-zero only if it describes a used pfn.
+        mm: list[tuple[int, int]] = []  # (row, first described pfn)
         i = max(0, bisect.bisect_right(self._memmap_keys, first_pfn) - 1)
         while i < len(self.memmap) and self.memmap[i].phys_pfn < first_pfn + count:
             b = self.memmap[i]
@@ -1153,17 +1151,45 @@ class _Generator:
             lo, hi = max(b.phys_pfn, first_pfn), min(b.phys_pfn + b.npages, first_pfn + count)
             if lo >= hi:
                 continue
-            per = PAGE_SIZE // SIZEOF_PAGE
-            desc0 = b.first_pfn + (lo - b.phys_pfn) * per
-            arr = self.struct_pages(desc0, (hi - lo) * per).view(np.uint8).reshape(hi - lo, PAGE_SIZE)
-            buf[lo - first_pfn : hi - first_pfn] = arr
-            nz[lo - first_pfn : hi - first_pfn] = arr.view(np.uint64).any(axis=1)
-        for p in special:
-            data = self.special[p]
+            d0 = b.first_pfn + (lo - b.phys_pfn) * per
+            d1 = min(d0 + (hi - lo) * per, self.max_pfn)
+            dk = np.full((hi - lo) * per, PageKind.HOLE, np.uint8)
+            dk[: max(0, d1 - d0)] = self.phys.kinds[d0:d1]
+            used = ((dk != PageKind.HOLE) & (dk != PageKind.ZERO)).reshape(-1, per).any(axis=1)
+            for r in np.flatnonzero(used).tolist():
+                cand[lo - first_pfn + r] = True
+                mm.append((lo - first_pfn + r, d0 + r * per))
+        for r in special:
+            cand[r] = bool(self.special[first_pfn + r])
+        rows = np.flatnonzero(cand)
+        pos = np.full(count, -1, np.int64)
+        pos[rows] = np.arange(len(rows))
+        buf = np.zeros((len(rows), PAGE_SIZE), np.uint8)
+        todo = np.flatnonzero(~zero)
+        if len(todo):
+            hh = h[todo]
+            idx = np.arange(512, dtype=np.uint64)
+            rand = _unit(_pfn_hash(self.spec.seed, pfn[todo], 4)) < self.spec.incompressible_fraction
+            # Compressible: runs of 16 equal words drawn from 4 low-entropy values.
+            pat = _splitmix(hh[:, None] + (idx[None, :] >> np.uint64(4)) % np.uint64(4))
+            pat &= np.uint64(0x0F0F0F0F0F0F0F0F)
+            noise = _splitmix(hh[:, None] * np.uint64(0x100000001B3) + idx[None, :])
+            words = np.where(rand[:, None], noise, pat)
+            # Stamp: "PFN" and the pfn, so misplaced pages are caught.
+            words[:, 0] = np.uint64(0x4E46500000000000) | pfn[todo]
+            buf[pos[todo]] = words.view(np.uint8)
+        if mm:
+            # All struct-page pages of the chunk in one call.
+            mrows = np.array([r for r, _ in mm], np.int64)
+            firsts = np.array([d for _, d in mm], np.uint64)
+            described = (firsts[:, None] + np.arange(per, dtype=np.uint64)[None, :]).reshape(-1)
+            buf[pos[mrows]] = self.struct_pages_at(described).view(np.uint8).reshape(len(mm), PAGE_SIZE)
+        for r in special:
+            data = self.special[first_pfn + r]
             if data:
-                buf[p - first_pfn, : len(data)] = np.frombuffer(data, np.uint8)
-                nz[p - first_pfn] = any(data)
-        return buf, nz
+                buf[pos[r], : len(data)] = np.frombuffer(data, np.uint8)
+        nz = buf.view(np.uint64).any(axis=1)
+        return rows[nz], buf[nz]
 
     # -- VMCOREINFO and notes -------------------------------------------------
     def vmcoreinfo(self) -> bytes:
@@ -1283,19 +1309,24 @@ class _Generator:
     # -- writing --------------------------------------------------------------
     def write_pages(self, fd: int, file_offset: int, first_pfn: int, count: int, zero_out: np.ndarray | None) -> None:
         """Write pfns ``[first_pfn, +count)`` at ``file_offset``, skipping zero pages (sparse)."""
+        special = np.array(sorted(self.special), np.int64)
         for lo in range(first_pfn, first_pfn + count, _WRITE_CHUNK):
             n = min(_WRITE_CHUNK, first_pfn + count - lo)
+            if zero_out is not None:
+                zero_out[lo : lo + n] = True
             k = self.phys.kinds[lo : lo + n]
             busy = bool(np.any((k != PageKind.ZERO) & (k != PageKind.HOLE)))
-            if not busy and not any(lo <= p < lo + n for p in self.special):
-                if zero_out is not None:
-                    zero_out[lo : lo + n] = True
+            if not busy and not np.any((special >= lo) & (special < lo + n)):
                 continue
-            buf, nz = self.pages(lo, n)
+            rows, data = self.pages(lo, n)
             if zero_out is not None:
-                zero_out[lo : lo + n] = ~nz
-            for a, b in _runs(nz):
-                _pwrite_all(fd, buf[a:b].data, file_offset + (lo - first_pfn + a) * PAGE_SIZE)
+                zero_out[lo + rows] = False
+            mask = np.zeros(n, bool)
+            mask[rows] = True
+            r = 0
+            for a, b in _runs(mask):
+                _pwrite_all(fd, data[r : r + b - a].data, file_offset + (lo - first_pfn + a) * PAGE_SIZE)
+                r += b - a
 
 
 def _runs(mask: np.ndarray) -> Iterator[tuple[int, int]]:
