@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from vmcorepack import __version__, codecs, pipeline, reader, sources
+from vmcorepack import __version__, codecs, dmesg, pipeline, reader, sources, writer
 from vmcorepack.constants import MAX_DUMP_LEVEL
 from vmcorepack.errors import OutputError, UsageError, VmcorepackError
 
@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", dest="version", action="store_true", help="print the version")
     p.add_argument("-x", dest="vmlinux", default=None, help="not supported: needs a vmlinux")
     p.add_argument("-g", dest="gen_vmcoreinfo", default=None, help="not supported: needs a vmlinux")
+    p.add_argument("--dump-dmesg", action="store_true", help="write the kernel log of VMCORE to LOGFILE")
+    p.add_argument("--partial-dmesg", action="store_true", help="with --dump-dmesg: only since the last dmesg -C")
     p.add_argument("files", nargs="*", metavar="FILE")
     return p
 
@@ -198,6 +200,42 @@ def _workers(args: argparse.Namespace) -> int:
     return n
 
 
+def _run_dmesg(args: argparse.Namespace, msg_level: int) -> int:
+    """``--dump-dmesg [--partial-dmesg] VMCORE LOGFILE`` (makedumpfile's checks and messages)."""
+    if not args.dump_dmesg:
+        # check_param_for_creating_dumpfile: --partial-dmesg needs --dump-dmesg.
+        raise UsageError("--partial-dmesg needs --dump-dmesg")
+    if args.dry_run:
+        raise UsageError("--dry-run cannot be used with --dump-dmesg")
+    if args.flat or args.rearrange or args.raw or len(args.files) != 2:
+        raise UsageError("usage: --dump-dmesg [--partial-dmesg] VMCORE LOGFILE")
+    if args.check_params:
+        return EXIT_OK
+    with _open_source(args, args.files[0]) as source:
+        try:
+            log = dmesg.extract(source, partial=args.partial_dmesg)
+        except dmesg.CorruptLogError as e:
+            # makedumpfile keeps the records before the corruption, then fails.
+            _write_log(args.files[1], e.partial, args.force)
+            raise
+    _write_log(args.files[1], log.text, args.force)
+    if msg_level & ML_COMMON:
+        sys.stdout.write(f"The dmesg log is saved to {args.files[1]}.\n")
+        sys.stdout.write("vmcorepack Completed.\n")
+    return EXIT_OK
+
+
+def _write_log(path: str, text: bytes, force: bool) -> None:
+    fd = writer.create_output_file(path, force)
+    try:
+        with open(fd, "wb", closefd=False) as f:
+            f.write(text)
+    except OSError as e:
+        raise OutputError(path, f"write failed: {e.strerror}") from e
+    finally:
+        os.close(fd)
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute parsed arguments.
 
@@ -214,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-x/-g need a vmlinux with DWARF: not supported (use the VMCOREINFO note or -i)")
     msg_level = args.message_level | (ML_REPORT if args.show_stats else 0)
     levels = parse_level(args.dump_level)
+    if args.dump_dmesg or args.partial_dmesg:
+        return _run_dmesg(args, msg_level)
     if args.rearrange:
         if len(args.files) != 1:
             raise UsageError("-R takes exactly one DUMPFILE (the stream comes on stdin)")
