@@ -362,6 +362,9 @@ def mix_targets(mix: Mapping[str, float], free_pages: int) -> dict[PageKind, int
         if isinstance(value, float):
             frac_sum += value
             out[kind] = int(value * free_pages)
+            if kind in (PageKind.THP, PageKind.HUGETLB) and value > 0 and free_pages >= 4 << HPAGE_ORDER:
+                # Whole 2 MiB pages, at least one: small images still get huge pages.
+                out[kind] = max(1, round(out[kind] / (1 << HPAGE_ORDER))) << HPAGE_ORDER
         else:
             out[kind] = int(value)
     if frac_sum > 1.0 + 1e-9:
@@ -462,6 +465,8 @@ class GeneratedImage:
         spec: The spec it was built from.
         vmcoreinfo: The VMCOREINFO text.
         kinds: ``uint8`` :class:`PageKind` per pfn, length ``max_mapnr``.
+        orders: ``uint8`` per pfn: order of the buddy block or compound page
+            it belongs to (blocks are aligned: the head is the first pfn), else 0.
         zero_content: Bool per pfn: the page's bytes are all zero.
         layout: Addresses of the kernel structures.
         utsname: ``init_uts_ns`` fields.
@@ -472,6 +477,7 @@ class GeneratedImage:
     spec: FixtureSpec
     vmcoreinfo: bytes
     kinds: np.ndarray
+    orders: np.ndarray
     zero_content: np.ndarray
     layout: KernelLayout
     utsname: Mapping[str, bytes]
@@ -539,6 +545,7 @@ class GeneratedImage:
             np.savez_compressed(
                 f,
                 kinds=self.kinds,
+                orders=self.orders,
                 zero_content=self.zero_content,
                 vmcoreinfo=np.frombuffer(self.vmcoreinfo, np.uint8),
             )
@@ -1382,7 +1389,7 @@ def build(spec: FixtureSpec, path: str | os.PathLike[str]) -> GeneratedImage:
             _write_elf(gen, fd, vi, zero)
     finally:
         os.close(fd)
-    return GeneratedImage(out, vi_path, spec, vi, kinds, zero, gen.layout(), dict(gen.utsname))
+    return GeneratedImage(out, vi_path, spec, vi, kinds, gen.phys.orders.copy(), zero, gen.layout(), dict(gen.utsname))
 
 
 def _write_elf(gen: _Generator, fd: int, vmcoreinfo: bytes, zero: np.ndarray) -> None:
