@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 import traceback
@@ -17,7 +18,7 @@ from typing import Any, TextIO
 
 from vmcorepack import __version__, codecs, dmesg, pipeline, reader, sources, writer
 from vmcorepack.constants import MAX_DUMP_LEVEL
-from vmcorepack.errors import OutputError, UsageError, VmcorepackError
+from vmcorepack.errors import IncompleteDumpError, OutputError, UsageError, VmcorepackError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-z", dest="codec", action="store_const", const="zstd", help="compress pages with zstd")
     p.add_argument("-d", dest="dump_level", default="0", metavar="LEVEL", help="dump level 0-31 (default 0)")
     p.add_argument("-f", dest="force", action="store_true", help="overwrite an existing DUMPFILE")
+    p.add_argument("-L", dest="limit", type=parse_size, default=None, metavar="SIZE", help="cap the output size")
     p.add_argument("-F", dest="flat", action="store_true", help="write a flattened stream to stdout")
     p.add_argument(
         "-R", dest="rearrange", action="store_true", help="rebuild DUMPFILE from a flattened stream on stdin"
@@ -84,6 +86,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partial-dmesg", action="store_true", help="with --dump-dmesg: only since the last dmesg -C")
     p.add_argument("files", nargs="*", metavar="FILE")
     return p
+
+
+def parse_size(text: str) -> int:
+    """Parse a size with an optional K/M/G/T suffix (makedumpfile's memparse).
+
+    Args:
+        text: For example ``512M``.
+
+    Returns:
+        Bytes.
+    """
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip()
+    try:
+        if t and t[-1].lower() in mult:
+            return int(t[:-1], 0) * mult[t[-1].lower()]
+        return int(t, 0)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}") from e
 
 
 def parse_level(text: str) -> list[int]:
@@ -284,6 +305,7 @@ def run(args: argparse.Namespace) -> int:
         cycle_pfns=cycle,
         dry_run=args.dry_run,
         force=args.force,
+        limit=args.limit,
         progress=prog if prog.enabled else None,
     )
     if args.flat and sys.stdout.isatty() and not args.dry_run:
@@ -291,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
     target: str | int = sys.stdout.fileno() if args.flat else args.files[1]
     t0 = time.monotonic()
     try:
-        res = pipeline.pack(source, target, opts)
+        res = _pack_levels(source, target, opts, levels, args, out_stream)
     finally:
         prog.close()
         source.close()
@@ -309,6 +331,33 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _pack_levels(
+    source: sources.Source,
+    target: str | int,
+    opts: pipeline.PackOptions,
+    levels: list[int],
+    args: argparse.Namespace,
+    msg: TextIO,
+) -> pipeline.PackResult:
+    """Pack at the first level; after ENOSPC or -L, retry at the next (makedumpfile ``-d DL1,DL2``)."""
+    for i, level in enumerate(levels):
+        opts.dump_level = level
+        try:
+            return pipeline.pack(source, target, opts)
+        except IncompleteDumpError as e:
+            if not e.disk_full or i + 1 == len(levels) or not isinstance(target, str):
+                raise
+            msg.write(f"vmcorepack: {e}; retrying at dump level {levels[i + 1]}\n")
+            os.unlink(target)
+            opts.force = True
+    raise AssertionError("unreachable")
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM ends the run like ^C: workers stop, the dump is marked incomplete.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command.
 
@@ -320,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return run(args)
     except VmcorepackError as e:
@@ -333,3 +383,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _err(str(OutputError("<stdout>", "broken pipe: the reader of the stream went away")))
         return EXIT_FAILURE
+    finally:
+        signal.signal(signal.SIGTERM, old_term)

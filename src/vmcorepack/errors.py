@@ -153,7 +153,30 @@ class OutputError(VmcorepackError):
             msg: Description.
         """
         self.path = path
+        self.msg = msg
         super().__init__(f"{path}: {msg}")
+
+
+class DiskFullError(OutputError):
+    """A write hit ENOSPC or the ``-L`` size limit.
+
+    Attributes:
+        offset: File offset of the write that failed.
+        written: Bytes of that write which did reach the file.
+    """
+
+    def __init__(self, path: str, msg: str, offset: int, written: int) -> None:
+        """Create the error.
+
+        Args:
+            path: The output file.
+            msg: Description.
+            offset: Offset of the failed write.
+            written: Bytes of it that were written.
+        """
+        self.offset = offset
+        self.written = written
+        super().__init__(path, msg)
 
 
 class IncompleteDumpError(OutputError):
@@ -161,17 +184,20 @@ class IncompleteDumpError(OutputError):
 
     Attributes:
         pages_written: Pages whose data reached the file.
+        disk_full: The cause was ENOSPC or the size limit (a lower dump level may fit).
     """
 
-    def __init__(self, path: str, msg: str, pages_written: int) -> None:
+    def __init__(self, path: str, msg: str, pages_written: int, disk_full: bool = False) -> None:
         """Create the error.
 
         Args:
             path: The output file.
             msg: Description of the cause.
             pages_written: Number of pages completely written.
+            disk_full: Whether the cause was ENOSPC or the ``-L`` limit.
         """
         self.pages_written = pages_written
+        self.disk_full = disk_full
         super().__init__(path, msg)
 
 

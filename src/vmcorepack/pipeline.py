@@ -33,11 +33,17 @@ import numpy as np
 from vmcorepack import bitmap
 from vmcorepack.codecs import Codec, get_codec
 from vmcorepack.constants import DumpLevel
-from vmcorepack.errors import OutputError, VmcorepackError
+from vmcorepack.errors import (
+    DiskFullError,
+    IncompleteDumpError,
+    OutputError,
+    SourceReadError,
+    VmcorepackError,
+)
 from vmcorepack.filter import ExclusionCounts, PageFilter
 from vmcorepack.formats import kdump
 from vmcorepack.sources import Source
-from vmcorepack.writer import DumpPlan, FileOutput, FlatOutput, Output, make_plan, write_headers
+from vmcorepack.writer import DumpPlan, FileOutput, FlatOutput, Output, make_plan, mark_incomplete, write_headers
 
 Progress = Callable[[int, int], None]
 
@@ -62,6 +68,7 @@ class PackOptions:
         chunk_pages: Dumpable pages per worker task.
         dry_run: Do everything but write.
         force: Overwrite an existing output file.
+        limit: makedumpfile ``-L``: cap the output size in bytes.
         progress: ``progress(done_pages, total_pages)`` callback.
         utsname: utsname fields to put in the header (from init_uts_ns).
     """
@@ -74,6 +81,7 @@ class PackOptions:
     chunk_pages: int = DEFAULT_CHUNK_PAGES
     dry_run: bool = False
     force: bool = False
+    limit: int | None = None
     progress: Progress | None = None
     utsname: dict[str, bytes] | None = None
 
@@ -94,6 +102,7 @@ class PackResult:
         original_pages: makedumpfile's "Original pages" (sum of PT_LOAD page counts).
         memory_hole: makedumpfile's "Memory Hole".
         seconds: Wall time.
+        unreadable: pfns that could not be read from the source (left out).
     """
 
     max_mapnr: int = 0
@@ -107,6 +116,7 @@ class PackResult:
     original_pages: int = 0
     memory_hole: int = 0
     seconds: float = 0.0
+    unreadable: list[int] = dataclasses.field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------
@@ -114,22 +124,43 @@ class PackResult:
 # ----------------------------------------------------------------------------
 
 
-def read_pfns(source: Source, pfns: np.ndarray) -> bytes:
+def read_pfns(source: Source, pfns: np.ndarray, bad: list[int] | None = None) -> bytes:
     """Read the pages of a sorted pfn list, one file read per contiguous run.
+
+    /proc/vmcore can fail a read for some ranges (EIO).  When ``bad`` is given,
+    a run that fails is read again page by page: unreadable pages read as zeros
+    here and their pfns are appended to ``bad`` so the caller leaves them out
+    of the dump; without ``bad`` the error propagates.
 
     Args:
         source: Input.
         pfns: Sorted int64 pfns.
+        bad: Collects unreadable pfns; None to raise instead.
 
     Returns:
         ``len(pfns) * page_size`` bytes.
     """
     if not len(pfns):
         return b""
+    ps = source.page_size
     brk = np.flatnonzero(np.diff(pfns) != 1) + 1
     starts = np.concatenate(([0], brk)).tolist()
     ends = np.concatenate((brk, [len(pfns)])).tolist()
-    parts = [source.read_pages_bytes(int(pfns[a]), b - a) for a, b in zip(starts, ends, strict=True)]
+    parts: list[bytes] = []
+    for a, b in zip(starts, ends, strict=True):
+        first = int(pfns[a])
+        try:
+            parts.append(source.read_pages_bytes(first, b - a))
+        except SourceReadError:
+            if bad is None:
+                raise
+            # Error path only: isolate the unreadable pages one by one.
+            for pfn in range(first, first + b - a):
+                try:
+                    parts.append(source.read_pages_bytes(pfn, 1))
+                except SourceReadError:
+                    bad.append(pfn)
+                    parts.append(bytes(ps))
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
@@ -165,7 +196,9 @@ class EncodedChunk:
     compressed: int
 
 
-def encode_chunk(raw: bytes, page_size: int, codec: Codec, share_zero: bool) -> EncodedChunk:
+def encode_chunk(
+    raw: bytes, page_size: int, codec: Codec, share_zero: bool, skip: np.ndarray | None = None
+) -> EncodedChunk:
     """Encode pages as makedumpfile does (docs/kdump-format.md §5.3).
 
     Args:
@@ -173,6 +206,7 @@ def encode_chunk(raw: bytes, page_size: int, codec: Codec, share_zero: bool) -> 
         page_size: Page size.
         codec: Codec.
         share_zero: Dump level has bit 1: all-zero pages use the shared zero page.
+        skip: Pages to leave out (unreadable): no data, an all-zero descriptor.
 
     Returns:
         The encoded chunk.
@@ -181,9 +215,12 @@ def encode_chunk(raw: bytes, page_size: int, codec: Codec, share_zero: bool) -> 
     n = len(raw) // ps
     descs = np.zeros(n, kdump.PAGE_DESC)
     is_zero = zero_mask(raw, ps) if share_zero else np.zeros(n, bool)
+    if skip is not None:
+        is_zero &= ~skip
     sizes = np.full(n, ps, np.uint32)
     flags = np.zeros(n, np.uint32)
-    todo = np.flatnonzero(~is_zero)
+    left_out = skip if skip is not None else np.zeros(n, bool)
+    todo = np.flatnonzero(~is_zero & ~left_out)
     data: bytes | list[bytes]
     if codec.flag == 0:
         if len(todo) == n:
@@ -205,9 +242,11 @@ def encode_chunk(raw: bytes, page_size: int, codec: Codec, share_zero: bool) -> 
         flags[todo] = np.where(small, codec.flag, 0)
         compressed = int(small.sum())
         data = outs
+    sizes[left_out] = 0
     stored = np.where(is_zero, 0, sizes).astype(np.int64)
     rel = np.cumsum(stored) - stored
-    descs["offset"] = np.where(is_zero, -1, rel)
+    # Markers until the chunk is placed: -1 shared zero page, -2 left out.
+    descs["offset"] = np.where(is_zero, -1, np.where(left_out, -2, rel))
     descs["size"] = sizes
     descs["flags"] = flags
     return EncodedChunk(descs, data, int(is_zero.sum()), compressed)
@@ -236,6 +275,23 @@ class Sequencer:
         self.cond: multiprocessing.synchronize.Condition = ctx.Condition()
         self.next_chunk = ctx.RawValue("q", 0)
         self.next_offset = ctx.RawValue("q", first_offset)
+        self.aborted = ctx.RawValue("b", 0)
+
+    def abort(self, timeout: float = 1.0) -> None:
+        """Wake every waiting worker and make it give up.
+
+        Args:
+            timeout: How long to try for the lock (a killed worker may hold it).
+        """
+        self.aborted.value = 1
+        if self.cond.acquire(timeout=timeout):
+            self.cond.notify_all()
+            self.cond.release()
+
+    def _ready(self, chunk: int) -> bool:
+        if self.aborted.value:
+            raise VmcorepackError("dump abandoned")
+        return bool(self.next_chunk.value == chunk)
 
     def take(self, chunk: int, size: int, timeout: float = TURN_TIMEOUT) -> int:
         """Wait for ``chunk``'s turn, reserve ``size`` bytes, pass the turn on.
@@ -249,7 +305,7 @@ class Sequencer:
             The chunk's data offset.
         """
         with self.cond:
-            if not self.cond.wait_for(lambda: self.next_chunk.value == chunk, timeout):
+            if not self.cond.wait_for(lambda: self._ready(chunk), timeout):
                 raise VmcorepackError(f"chunk {chunk} waited {timeout:.0f} s for its turn")
             off = int(self.next_offset.value)
             self.next_offset.value = off + size
@@ -268,7 +324,12 @@ class Sequencer:
             The data offset.
         """
         self.cond.acquire()
-        if not self.cond.wait_for(lambda: self.next_chunk.value == chunk, timeout):
+        try:
+            ok = self.cond.wait_for(lambda: self._ready(chunk), timeout)
+        except BaseException:
+            self.cond.release()
+            raise
+        if not ok:
             self.cond.release()
             raise VmcorepackError(f"chunk {chunk} waited {timeout:.0f} s for its turn")
         return int(self.next_offset.value)
@@ -311,6 +372,7 @@ class ChunkDone:
         zero: Zero pages.
         compressed: Compressed pages.
         data_bytes: Bytes of data written.
+        unreadable: pfns that could not be read from the source.
     """
 
     index: int
@@ -318,6 +380,7 @@ class ChunkDone:
     zero: int
     compressed: int
     data_bytes: int
+    unreadable: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass
@@ -343,40 +406,65 @@ def run_task(job: _Job, seq: Sequencer | None, task: Task, state: dict[str, int]
     Returns:
         The chunk's report.
     """
-    raw = read_pfns(job.source, task.pfns)
-    enc = encode_chunk(raw, job.source.page_size, job.codec, job.share_zero)
+    bad: list[int] = []
+    raw = read_pfns(job.source, task.pfns, bad)
+    skip = np.isin(task.pfns, np.array(bad, np.int64)) if bad else None
+    enc = encode_chunk(raw, job.source.page_size, job.codec, job.share_zero, skip)
     del raw
-    size = len(enc.data) if isinstance(enc.data, bytes) else int(enc.descs["size"][enc.descs["offset"] >= 0].sum())
+    off = enc.descs["offset"]
+    size = len(enc.data) if isinstance(enc.data, bytes) else int(enc.descs["size"][off >= 0].sum())
     descs = enc.descs
     table_off = job.table_offset + task.desc_index * kdump.PAGE_DESC.itemsize
 
     def place(base: int) -> bytes:
-        zero = descs["offset"] < 0
-        descs["offset"] = np.where(zero, job.zero_offset, descs["offset"] + base)
+        o = descs["offset"]
+        descs["offset"] = np.where(o == -1, job.zero_offset, np.where(o == -2, 0, o + base))
         return descs.tobytes()
+
+    def write(base: int) -> None:
+        # Data first, descriptors after: a descriptor that reaches the file
+        # always points at data that is already there (ENOSPC, -L, kill).
+        job.out.write_parts(enc.data, base)
+        table = place(base)
+        try:
+            job.out.pwrite(table, table_off)
+        except DiskFullError as e:
+            _zero_partial_descriptor(job.out, table_off, e)
+            raise
 
     if seq is None:
         base = state["offset"]
         state["offset"] = base + size
-        job.out.write_parts(enc.data, base)
-        job.out.pwrite(place(base), table_off)
+        write(base)
     elif job.stream:
         base = seq.hold(task.index)
         try:
-            job.out.write_parts(enc.data, base)
-            job.out.pwrite(place(base), table_off)
+            write(base)
         finally:
             seq.release(task.index, size)
     else:
         base = seq.take(task.index, size)
-        job.out.write_parts(enc.data, base)
-        job.out.pwrite(place(base), table_off)
-    return ChunkDone(task.index, len(task.pfns), enc.zero, enc.compressed, size)
+        write(base)
+    return ChunkDone(task.index, len(task.pfns), enc.zero, enc.compressed, size, tuple(bad))
+
+
+def _zero_partial_descriptor(out: Output, table_off: int, e: DiskFullError) -> None:
+    """Overwrite a descriptor cut in the middle by a failed write with zeros."""
+    item = kdump.PAGE_DESC.itemsize
+    written = e.offset - table_off
+    partial = written % item
+    if partial and isinstance(out, FileOutput):
+        try:
+            out.pwrite(bytes(partial), e.offset - partial)
+        except OutputError:
+            pass  # the final validation pass zeroes whatever is still inconsistent
 
 
 def _worker_main(job: _Job, seq: Sequencer, tasks: Any, results: Any) -> None:
-    # The main process handles SIGINT; a worker just stops when told.
+    # The main process handles SIGINT and SIGTERM; a worker just stops when told
+    # (or is killed by the main process).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     state: dict[str, int] = {}
     while True:
         task = tasks.get()
@@ -385,9 +473,13 @@ def _worker_main(job: _Job, seq: Sequencer, tasks: Any, results: Any) -> None:
         try:
             results.put(run_task(job, seq, task, state))
         except BaseException as e:
-            results.put(
-                ("error", task.index, f"{type(e).__name__}: {e}" if not isinstance(e, VmcorepackError) else str(e))
-            )
+            kind = "full" if isinstance(e, DiskFullError) else "error"
+            if isinstance(e, OutputError):
+                text = e.msg
+            else:
+                text = str(e) if isinstance(e, VmcorepackError) else f"{type(e).__name__}: {e}"
+            lo, hi = (int(task.pfns[0]), int(task.pfns[-1])) if len(task.pfns) else (0, 0)
+            results.put((kind, task.index, text, lo, hi))
             return
 
 
@@ -482,7 +574,11 @@ def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
         What was done.
 
     Raises:
-        VmcorepackError: Any failure; a regular output file is removed.
+        IncompleteDumpError: Writing stopped (disk full, ``-L``, a worker died,
+            a signal): a regular file keeps every page written before, every
+            descriptor in it is valid or all zero, and the header carries
+            ``DUMP_DH_COMPRESSED_INCOMPLETE``; a stream gets no end marker.
+        VmcorepackError: Failure before anything was written (nothing is left).
     """
     t0 = time.monotonic()
     codec = get_codec(options.codec)
@@ -508,6 +604,7 @@ def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
         if not isinstance(output, str):
             raise OutputError(str(output), "a regular dump needs a path")
         out = FileOutput.create(output, options.force)
+    out.limit = options.limit
     try:
         write_headers(out, plan)
         write_bitmaps(out, source, plan, bm2, options.cycle_pfns)
@@ -520,6 +617,8 @@ def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
         job = _Job(source, out, codec, share_zero, geo.data_offset, geo.table_offset, options.flat)
         tasks = _chunks(bm2, source.max_mapnr, options.cycle_pfns, options.chunk_pages)
         end = _run_tasks(job, tasks, first, dumpable, options, result)
+        if result.unreadable and isinstance(out, FileOutput):
+            leave_out(out, plan, bm2, sorted(result.unreadable), options.cycle_pfns)
         result.file_size = end
         if isinstance(out, FileOutput):
             # The data region normally ends the file; with no page at all it
@@ -527,9 +626,17 @@ def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
             out.truncate(max(end, geo.data_offset))
             result.file_size = max(end, geo.data_offset)
         out.finish()
-    except BaseException:
-        out.abort()
-        raise
+    except (Exception, KeyboardInterrupt) as e:
+        full = isinstance(e, DiskFullError)
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else e.msg if isinstance(e, OutputError) else str(e)
+        if isinstance(out, FileOutput):
+            out.close()
+            pages = finalize_incomplete(out.path, plan)
+            raise IncompleteDumpError(
+                out.path, f"{why}; dump marked incomplete, {pages} of {dumpable} pages readable", pages, full
+            ) from e
+        out.close()
+        raise IncompleteDumpError(out.path, f"{why}; stream left without its end marker", 0, full) from e
     out.close()
     result.raw_pages = result.dumpable - result.zero_pages - result.compressed_pages
     if share_zero:
@@ -548,6 +655,7 @@ def _count_zero(source: Source, bm2: np.ndarray, options: PackOptions) -> int:
 def _account(result: PackResult, done: ChunkDone) -> None:
     result.zero_pages += done.zero
     result.compressed_pages += done.compressed
+    result.unreadable.extend(done.unreadable)
 
 
 def _run_tasks(
@@ -575,32 +683,43 @@ def _run_tasks(
     ]
     for p in procs:
         p.start()
-    in_flight = 0
+    in_flight: dict[int, tuple[int, int]] = {}
     max_in_flight = 2 * options.workers
     exhausted = False
+    clean = False
     try:
         while True:
-            while not exhausted and in_flight < max_in_flight:
+            while not exhausted and len(in_flight) < max_in_flight:
                 nxt = next(tasks, None)
                 if nxt is None:
                     exhausted = True
                     break
                 task_q.put(nxt)
-                in_flight += 1
-            if exhausted and in_flight == 0:
+                in_flight[nxt.index] = (int(nxt.pfns[0]), int(nxt.pfns[-1])) if len(nxt.pfns) else (0, 0)
+            if exhausted and not in_flight:
                 break
             try:
-                msg = result_q.get(timeout=0.5)
+                msg = result_q.get(timeout=0.2)
             except queue.Empty:
+                msg = None
+            if msg is None or not isinstance(msg, ChunkDone):
                 dead = [p for p in procs if p.exitcode is not None]
-                if dead:
-                    raise VmcorepackError(
-                        f"worker process {dead[0].pid} died (exit status {dead[0].exitcode}); dump abandoned"
-                    ) from None
-                continue
-            if isinstance(msg, tuple):
-                raise VmcorepackError(f"worker failed on chunk {msg[1]}: {msg[2]}")
-            in_flight -= 1
+                if msg is None and not dead:
+                    continue
+                _stop(seq, procs, task_q)
+                if msg is not None:
+                    kind, _index, text, lo, hi = msg
+                    where = f"pfns {lo:#x}-{hi:#x}"
+                    if kind == "full":
+                        raise DiskFullError(job.out.path, f"{text} (writing {where})", 0, 0)
+                    raise VmcorepackError(f"worker failed on {where}: {text}")
+                first = min(in_flight) if in_flight else -1
+                lo, hi = in_flight.get(first, (0, 0))
+                raise VmcorepackError(
+                    f"worker process {dead[0].pid} died (exit status {dead[0].exitcode}) "
+                    f"with pfns {lo:#x}-{hi:#x} pending; dump abandoned"
+                )
+            in_flight.pop(msg.index, None)
             _account(result, msg)
             done_pages += msg.pages
             if progress:
@@ -609,7 +728,10 @@ def _run_tasks(
             task_q.put(None)
         for p in procs:
             p.join(5)
+        clean = True
     finally:
+        if not clean:
+            _stop(seq, procs, task_q)
         for p in procs:
             if p.is_alive():
                 p.kill()
@@ -618,3 +740,130 @@ def _run_tasks(
         task_q.cancel_join_thread()
         result_q.cancel_join_thread()
     return int(seq.next_offset.value)
+
+
+def _stop(seq: Sequencer, procs: list[Any], task_q: Any, grace: float = 2.0) -> None:
+    """Stop workers: no new work, wake the waiting, let running writes finish, then kill."""
+    seq.abort()
+    for _ in procs:
+        task_q.put(None)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+
+
+#: Descriptors per slice when the table is re-read (bounded memory).
+_TABLE_SLICE = 1 << 18
+
+
+def finalize_incomplete(path: str, plan: DumpPlan) -> int:
+    """Make a cut-short dump consistent and flag it incomplete (docs/kdump-format.md §12).
+
+    Every descriptor that does not point at stored data lying wholly inside the
+    file (including shared-zero descriptors whose zero page was cut) is set to
+    all zeros, which crash reports as "page incomplete" and libkdumpfile as
+    corrupt, instead of leaving makedumpfile's dangling entries (§17.2.4).
+    Then ``DUMP_DH_COMPRESSED_INCOMPLETE`` is set in the main header.
+
+    Args:
+        path: The dump file.
+        plan: Its plan.
+
+    Returns:
+        The number of pages that can be read back.
+    """
+    geo = plan.geometry
+    ps = geo.block_size
+    item = kdump.PAGE_DESC.itemsize
+    readable = 0
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        raise OutputError(path, f"cannot reopen to mark incomplete: {e.strerror}") from e
+    try:
+        size = os.fstat(fd).st_size
+        for first in range(0, geo.nr_dumpable, _TABLE_SLICE):
+            count = min(_TABLE_SLICE, geo.nr_dumpable - first)
+            pos = geo.table_offset + first * item
+            if pos >= size:
+                break
+            raw = os.pread(fd, count * item, pos)
+            have = len(raw) // item
+            d = np.frombuffer(raw[: have * item], kdump.PAGE_DESC).copy()
+            off = d["offset"].astype(np.int64)
+            sz = d["size"].astype(np.int64)
+            fl = d["flags"].astype(np.int64)
+            empty = (off == 0) & (sz == 0) & (fl == 0) & (d["page_flags"] == 0)
+            ok = (
+                (off >= geo.data_offset)
+                & (sz > 0)
+                & (sz <= ps)
+                & (off + sz <= size)
+                & ((fl == plan.codec_flag) | ((fl == 0) & (sz == ps)))
+            )
+            bad = ~ok & ~empty
+            readable += int(ok.sum())
+            if bad.any():
+                d[bad] = np.zeros((), kdump.PAGE_DESC)
+                os.pwrite(fd, d.tobytes(), pos)
+            if len(raw) % item:
+                # A descriptor cut by the end of the file: zero its bytes.
+                os.pwrite(fd, bytes(len(raw) % item), pos + have * item)
+    except OSError as e:
+        raise OutputError(path, f"cannot repair the descriptor table: {e.strerror}") from e
+    finally:
+        os.close(fd)
+    mark_incomplete(path)
+    return readable
+
+
+def leave_out(out: FileOutput, plan: DumpPlan, bm2: np.ndarray, pfns: list[int], cycle_pfns: int) -> None:
+    """Remove unreadable pages from a finished regular dump.
+
+    Their bits leave the 2nd bitmap and their (all-zero) descriptors leave the
+    table, which is compacted in place; data offsets are absolute, so the
+    pages after them stay where they are.  Readers then report those pfns as
+    excluded rather than returning made-up zeros.
+
+    Args:
+        out: The open output.
+        plan: The plan.
+        bm2: Packed 2nd bitmap (updated in place).
+        pfns: Sorted unreadable pfns.
+        cycle_pfns: Cycle size, for bounded bitmap work.
+    """
+    geo = plan.geometry
+    item = kdump.PAGE_DESC.itemsize
+    bad = np.array(pfns, np.int64)
+    # Table index of each bad pfn = set bits of the 2nd bitmap before it.
+    ranks = np.zeros(len(bad), np.int64)
+    before = 0
+    for s, e in _cycles(geo.max_mapnr, cycle_pfns):
+        bits = bitmap.unpack(bm2[s // 8 : (e + 7) // 8], e - s)
+        sel = (bad >= s) & (bad < e)
+        if sel.any():
+            csum = np.cumsum(bits) - bits
+            ranks[sel] = before + csum[bad[sel] - s]
+        before += int(bits.sum())
+    # Clear the bits and rewrite the touched bitmap bytes.
+    for pfn in np.unique(bad // 8).tolist():
+        for p in bad[bad // 8 == pfn].tolist():
+            bm2[p >> 3] &= np.uint8(~(1 << (p & 7)) & 0xFF)
+        out.pwrite(bm2[pfn : pfn + 1].tobytes(), geo.bitmap2_offset + pfn)
+    # Compact the table: stream forward, dropping the bad entries.
+    drop = set(ranks.tolist())
+    write_at = geo.table_offset
+    for first in range(0, geo.nr_dumpable, _TABLE_SLICE):
+        count = min(_TABLE_SLICE, geo.nr_dumpable - first)
+        raw = os.pread(out.fd, count * item, geo.table_offset + first * item)
+        d = np.frombuffer(raw, kdump.PAGE_DESC)
+        keep = np.ones(len(d), bool)
+        local = [r - first for r in drop if first <= r < first + count]
+        keep[local] = False
+        kept = d[keep].tobytes()
+        out.pwrite(kept, write_at)
+        write_at += len(kept)
+    out.pwrite(bytes(len(drop) * item), write_at)

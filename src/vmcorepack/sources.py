@@ -294,22 +294,26 @@ class Source:
                 self.use_mmap = False
             else:
                 return data if len(data) == size else data.ljust(size, b"\0")
-        try:
-            data = os.pread(self._file(), end - offset, offset)
-        except OSError as e:
-            raise SourceReadError(self.path, offset, f"read failed at file offset {offset:#x}: {e.strerror}") from e
+        data = self._pread(end - offset, offset)
         if len(data) < end - offset:
             buf = bytearray(data.ljust(end - offset, b"\0"))
             got = len(data)
             # Short read: keep going (pipes, slow devices) until end of file.
             while got < end - offset:
-                more = os.pread(self._file(), end - offset - got, offset + got)
+                more = self._pread(end - offset - got, offset + got)
                 if not more:
                     break
                 buf[got : got + len(more)] = more
                 got += len(more)
             data = bytes(buf)
         return data if len(data) == size else data.ljust(size, b"\0")
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        """One ``pread``; an I/O error (EIO from /proc/vmcore) becomes SourceReadError."""
+        try:
+            return os.pread(self._file(), size, offset)
+        except OSError as e:
+            raise SourceReadError(self.path, offset, f"read failed at file offset {offset:#x}: {e.strerror}") from e
 
     def read_pages_bytes(self, start_pfn: int, count: int) -> bytes:
         """Read ``count`` pages from ``start_pfn`` as one bytes object.

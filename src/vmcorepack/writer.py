@@ -22,7 +22,7 @@ import stat
 import numpy as np
 
 from vmcorepack.constants import DumpStatus
-from vmcorepack.errors import OutputError
+from vmcorepack.errors import DiskFullError, OutputError
 from vmcorepack.formats import flat, kdump
 from vmcorepack.formats.elf import encode_note
 from vmcorepack.sources import NoteInfo, Source
@@ -37,6 +37,8 @@ class Output:
 
     path: str
     fd: int
+    #: makedumpfile ``-L``: no byte at or beyond this offset is written.
+    limit: int | None = None
 
     def pwrite(self, data: bytes | memoryview, offset: int) -> None:
         """Write ``data`` at file ``offset`` of the dump.
@@ -71,23 +73,39 @@ class Output:
             self.fd = -1
 
 
-def _write_all(fd: int, data: bytes | memoryview, path: str, offset: int | None) -> None:
+def _write_all(fd: int, data: bytes | memoryview, path: str, offset: int | None, limit: int | None = None) -> None:
+    """Write everything or raise; ENOSPC and the size limit raise DiskFullError.
+
+    A write that crosses ``limit`` is cut there and fails, as makedumpfile's
+    ``-L`` does (docs/kdump-format.md §17.2.4).
+    """
     view = memoryview(data).cast("B")
+    total = len(view)
+    if limit is not None and offset is not None and offset + total > limit:
+        total = max(0, limit - offset)
     done = 0
-    while done < len(view):
+    while done < total:
         try:
             if offset is None:
-                n = os.write(fd, view[done:])
+                n = os.write(fd, view[done:total])
             else:
-                n = os.pwrite(fd, view[done:], offset + done)
+                n = os.pwrite(fd, view[done:total], offset + done)
         except OSError as e:
             if e.errno == errno.EINTR:
                 continue
-            where = f" at offset {offset + done:#x}" if offset is not None else ""
+            at = (offset or 0) + done
+            where = f" at offset {at:#x}" if offset is not None else ""
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise DiskFullError(path, f"no space left{where}: {e.strerror}", at, done) from e
+            if e.errno == errno.EPIPE:
+                raise OutputError(path, "broken pipe: the reader of the stream went away") from e
             raise OutputError(path, f"write failed{where}: {e.strerror}") from e
         if n == 0:
             raise OutputError(path, "write returned 0 bytes")
         done += n
+    if total < len(view):
+        at = (offset or 0) + total
+        raise DiskFullError(path, f"size limit of {limit} bytes reached (-L)", at, total)
 
 
 def create_output_file(path: str, force: bool) -> int:
@@ -106,7 +124,7 @@ def create_output_file(path: str, force: bool) -> int:
     Raises:
         OutputError: The path exists (without force), is a symlink, or cannot be created.
     """
-    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -156,12 +174,15 @@ class FileOutput(Output):
 
     def pwrite(self, data: bytes | memoryview, offset: int) -> None:
         """Write at an absolute offset."""
-        _write_all(self.fd, data, self.path, offset)
+        _write_all(self.fd, data, self.path, offset, self.limit)
 
     def write_parts(self, data: bytes | list[bytes], offset: int) -> None:
         """Write pieces with ``pwritev`` (no joined copy of a chunk's pages)."""
         if isinstance(data, bytes):
             self.pwrite(data, offset)
+            return
+        if self.limit is not None:
+            self.pwrite(b"".join(data), offset)
             return
         pos = offset
         for a in range(0, len(data), _IOV_MAX):
@@ -170,6 +191,8 @@ class FileOutput(Output):
             try:
                 n = os.pwritev(self.fd, group, pos)
             except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise DiskFullError(self.path, f"no space left at offset {pos:#x}", pos, 0) from e
                 raise OutputError(self.path, f"write failed at offset {pos:#x}: {e.strerror}") from e
             if n < total:
                 # Short write (signal, nearly full disk): finish the rest plainly.
@@ -212,12 +235,15 @@ class FlatOutput(Output):
         _write_all(fd, flat.encode_flat_header(), path, None)
 
     def pwrite(self, data: bytes | memoryview, offset: int) -> None:
-        """Emit one record: header then payload."""
-        n = len(memoryview(data).cast("B"))
-        if n == 0:
-            return
-        _write_all(self.fd, flat.encode_record_header(offset, n), self.path, None)
-        _write_all(self.fd, data, self.path, None)
+        """Emit one record: header then payload (cut at the ``-L`` limit)."""
+        view = memoryview(data).cast("B")
+        n = len(view)
+        cut = n if self.limit is None else max(0, min(n, self.limit - offset))
+        if cut:
+            _write_all(self.fd, flat.encode_record_header(offset, cut), self.path, None)
+            _write_all(self.fd, view[:cut], self.path, None)
+        if cut < n:
+            raise DiskFullError(self.path, f"size limit of {self.limit} bytes reached (-L)", offset + cut, cut)
 
     def finish(self) -> None:
         """Write the end marker: only a whole stream gets one."""
