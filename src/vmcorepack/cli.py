@@ -8,6 +8,7 @@ exit status 1; ``-D`` shows the traceback as well.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -16,7 +17,9 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from vmcorepack import __version__, codecs, dmesg, pipeline, reader, sources, writer
+from vmcorepack import __version__, codecs, dmesg, pipeline, reader, sources, streams, writer
+from vmcorepack import info as dumpinfo
+from vmcorepack import verify as dumpverify
 from vmcorepack.constants import MAX_DUMP_LEVEL
 from vmcorepack.errors import IncompleteDumpError, OutputError, UsageError, VmcorepackError
 
@@ -84,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-g", dest="gen_vmcoreinfo", default=None, help="not supported: needs a vmlinux")
     p.add_argument("--dump-dmesg", action="store_true", help="write the kernel log of VMCORE to LOGFILE")
     p.add_argument("--partial-dmesg", action="store_true", help="with --dump-dmesg: only since the last dmesg -C")
+    p.add_argument("--info", action="store_true", help="describe DUMPFILE (or all its split parts)")
+    p.add_argument("--json", action="store_true", help="with --info: print JSON")
+    p.add_argument("--plot", metavar="PNG", default=None, help="with --info: draw physical memory by page kind")
+    p.add_argument("--source", metavar="VMCORE", default=None, help="with --plot: classify excluded pages")
+    p.add_argument("--verify", action="store_true", help="compare DUMPFILE... with its source: --verify DUMP SOURCE")
+    p.add_argument(
+        "--stream-codec", choices=streams.WRITE_CODECS, default=None, help="with -F: compress the stream (lz4, zstd)"
+    )
     p.add_argument("files", nargs="*", metavar="FILE")
     return p
 
@@ -273,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-x/-g need a vmlinux with DWARF: not supported (use the VMCOREINFO note or -i)")
     msg_level = args.message_level | (ML_REPORT if args.show_stats else 0)
     levels = parse_level(args.dump_level)
+    if args.info or args.verify or args.plot:
+        return _run_inspect(args)
     if args.dump_dmesg or args.partial_dmesg:
         return _run_dmesg(args, msg_level)
     if args.rearrange:
@@ -280,7 +293,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("-R takes exactly one DUMPFILE (the stream comes on stdin)")
         if args.check_params:
             return EXIT_OK
-        size = reader.reassemble_flat(sys.stdin.buffer, args.files[0], args.force)
+        size = reader.reassemble_flat(
+            streams.open_decompressed(sys.stdin.buffer, "<stdin>")[0], args.files[0], args.force
+        )
         if msg_level & ML_COMMON:
             sys.stdout.write(f"The dumpfile is saved to {args.files[0]} ({size} bytes).\n")
         return EXIT_OK
@@ -311,9 +326,13 @@ def run(args: argparse.Namespace) -> int:
     if args.flat and sys.stdout.isatty() and not args.dry_run:
         raise UsageError("-F writes a binary stream: redirect stdout to a file or a pipe")
     target: str | int = sys.stdout.fileno() if args.flat else args.files[1]
+    cpipe = _stream_pipe(args)
+    target = cpipe.write_fd if cpipe is not None else target
     t0 = time.monotonic()
     try:
         res = _pack_levels(source, target, opts, levels, args, out_stream)
+        if cpipe is not None:
+            cpipe.finish()
     finally:
         prog.close()
         source.close()
@@ -356,6 +375,123 @@ def _pack_levels(
 def _on_sigterm(signum: int, frame: object) -> None:
     # SIGTERM ends the run like ^C: workers stop, the dump is marked incomplete.
     raise KeyboardInterrupt
+
+
+def _stream_pipe(args: argparse.Namespace) -> streams.CompressingPipe | None:
+    """With ``-F --stream-codec``: a pipe compressed by a thread of this process into stdout.
+
+    The workers keep writing stream records in turn, now into the pipe, so one
+    compressor sees them in order (see streams.CompressingPipe).
+    """
+    if args.stream_codec is None:
+        return None
+    if not args.flat:
+        raise UsageError("--stream-codec needs -F (it compresses the flattened stream)")
+    if args.dry_run:
+        return None
+    return streams.CompressingPipe(args.stream_codec, sys.stdout.fileno())
+
+
+def format_info(info: dumpinfo.DumpInfo) -> str:
+    """Format ``--info`` as text.
+
+    Args:
+        info: The description.
+
+    Returns:
+        The report.
+    """
+    h = info.header
+    p = info.pages
+    bs = h.block_size
+    kept_bytes = (p.kept + p.zero) * bs
+    status = [codecs.codec_for_flags(h.status).name if h.status & 0x27 else "raw"]
+    if info.incomplete:
+        status.append("INCOMPLETE")
+    lines = [f"File            : {part.path} ({part.container}, {part.size} bytes)" for part in info.parts]
+    lines += [
+        f"Signature       : {h.signature.decode('latin-1')!r}, header_version {h.header_version}",
+        f"Kernel          : {info.kernel_release or 'unknown'} {h.utsname.get('version', '')}".rstrip(),
+        f"Machine         : {h.utsname.get('machine', '') or 'unknown'}, nodename {h.utsname.get('nodename', '')}",
+        f"Crash time      : {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(h.tv_sec)) if h.tv_sec else 'unknown'}",
+        f"Status          : {h.status:#x} ({', '.join(status)})",
+        f"Block size      : {bs}",
+        f"Dump level      : {h.dump_level}",
+        f"max_mapnr       : {h.max_mapnr:#x} ({h.max_mapnr} pfns)",
+        f"nr_cpus         : {h.nr_cpus}",
+        f"phys_base       : {h.phys_base:#x}",
+        f"Sub header      : sub_hdr_size {h.sub_hdr_size}, bitmap_blocks {h.bitmap_blocks}, "
+        f"VMCOREINFO {h.offset_vmcoreinfo:#x}+{h.size_vmcoreinfo}, notes {h.offset_note:#x}+{h.size_note}, "
+        f"erase info {h.offset_eraseinfo:#x}+{h.size_eraseinfo}",
+    ]
+    if h.split or len(info.parts) > 1:
+        lines += [
+            f"Split part      : [{part.start_pfn:#x}, {part.end_pfn:#x}) {part.descriptors} descriptors  {part.path}"
+            for part in info.parts
+        ]
+    lines += [
+        f"Pages           : {p.ram} RAM, {p.dumpable} with a descriptor",
+        f"  kept (stored) : {p.kept}",
+        f"  kept (zero)   : {p.zero}",
+        f"  excluded      : {p.excluded}",
+        f"  holes         : {p.holes}",
+    ]
+    if p.missing:
+        lines.append(f"  missing       : {p.missing}")
+    mix = ", ".join(f"{k} {v}" for k, v in sorted(info.codec_mix.items(), key=lambda kv: -kv[1]))
+    lines += [
+        f"Descriptors     : {mix}",
+        f"Stored          : {info.stored_bytes} bytes for {kept_bytes} bytes of kept pages "
+        f"(ratio {info.compression_ratio:.3f})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    """``--info [--json] [--plot PNG [--source VMCORE]]`` and ``--verify DUMPFILE... SOURCE``."""
+    if args.verify:
+        if len(args.files) < 2:
+            raise UsageError("--verify takes DUMPFILE [DUMPFILE...] SOURCE")
+        if args.check_params:
+            return EXIT_OK
+        src = _open_source(args, args.files[-1])
+        try:
+            workers = args.workers if args.workers is not None else 2
+            report = dumpverify.verify(args.files[:-1], src, workers=workers)
+        finally:
+            src.close()
+        for f in report.findings:
+            sys.stdout.write(f"{f}\n")
+        verdict = "OK" if report.ok else "FAILED"
+        sys.stdout.write(
+            f"verify {verdict}: {report.pages_checked} pages compared with {report.source_path}, "
+            f"{len(report.errors)} error(s), {len(report.warnings)} warning(s), "
+            f"2nd bitmap {'recomputed exactly' if report.filter_checked else 'not recomputed'}, "
+            f"{report.seconds:.2f} s\n"
+        )
+        if not report.ok:
+            _err(f"verification failed at pfn {', '.join(f'{p:#x}' for p in report.first_bad_pfns()) or '-'}")
+        return EXIT_OK if report.ok else EXIT_FAILURE
+    if not args.files:
+        raise UsageError("--info takes DUMPFILE [DUMPFILE...] (all parts of a split dump)")
+    if args.check_params:
+        return EXIT_OK
+    desc = dumpinfo.dump_info(args.files)
+    if args.json:
+        sys.stdout.write(json.dumps(desc.to_dict(), indent=2) + "\n")
+    else:
+        sys.stdout.write(format_info(desc))
+    if args.plot:
+        plot_src = _open_source(args, args.source) if args.source else None
+        try:
+            pmap = dumpinfo.page_map(args.files, plot_src)
+        finally:
+            if plot_src is not None:
+                plot_src.close()
+        dumpinfo.render_map(desc, pmap, args.plot)
+        if not args.json:
+            sys.stdout.write(f"Map             : {args.plot} (1 pixel = {pmap.group} pages)\n")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
