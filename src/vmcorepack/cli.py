@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from vmcorepack import __version__, codecs, dmesg, pipeline, reader, sources, streams, writer
+from vmcorepack import __version__, codecs, dmesg, elfout, pipeline, reader, sources, streams, writer
 from vmcorepack import info as dumpinfo
 from vmcorepack import verify as dumpverify
 from vmcorepack.constants import MAX_DUMP_LEVEL
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-g", dest="gen_vmcoreinfo", default=None, help="not supported: needs a vmlinux")
     p.add_argument("--dump-dmesg", action="store_true", help="write the kernel log of VMCORE to LOGFILE")
     p.add_argument("--partial-dmesg", action="store_true", help="with --dump-dmesg: only since the last dmesg -C")
+    p.add_argument("-E", dest="elf", action="store_true", help="write an ELF core (no compression) instead")
     p.add_argument("--info", action="store_true", help="describe DUMPFILE (or all its split parts)")
     p.add_argument("--json", action="store_true", help="with --info: print JSON")
     p.add_argument("--plot", metavar="PNG", default=None, help="with --info: draw physical memory by page kind")
@@ -268,6 +269,60 @@ def _write_log(path: str, text: bytes, force: bool) -> None:
         os.close(fd)
 
 
+def _run_elf(args: argparse.Namespace, levels: list[int], msg_level: int) -> int:
+    """``-E [-d LEVEL] [-F] VMCORE DUMPFILE``: an ELF core, as makedumpfile writes it."""
+    # check_param_for_creating_dumpfile: no compression, threads or --split with -E.
+    if args.codec:
+        raise UsageError("-E writes uncompressed ELF: it cannot be combined with -c, -l, -p or -z")
+    if args.num_threads:
+        raise UsageError("--num-threads cannot be used with ELF format (-E)")
+    if getattr(args, "split", False):
+        raise UsageError("options for splitting the dump cannot be used with ELF format (-E)")
+    if getattr(args, "limit", None) is not None:
+        raise UsageError("-L is not supported with -E")
+    if args.rearrange:
+        raise UsageError("-R rebuilds a stream; it takes no -E")
+    if args.flat:
+        if len(args.files) != 1:
+            raise UsageError("-E -F takes exactly one VMCORE (the stream goes to stdout)")
+        if sys.stdout.isatty() and not args.dry_run:
+            raise UsageError("-F writes a binary stream: redirect stdout to a file or a pipe")
+    elif len(args.files) != 2:
+        raise UsageError("expected VMCORE DUMPFILE")
+    if args.check_params:
+        return EXIT_OK
+    out_stream = sys.stderr if args.flat else sys.stdout
+    prog = _Progress(sys.stderr, bool(msg_level & ML_PROGRESS) and not args.dry_run)
+    cycle = args.cyclic_buffer * 1024 * 8 if args.cyclic_buffer else pipeline.DEFAULT_CYCLE_PFNS
+    target: str | int = sys.stdout.fileno() if args.flat else args.files[1]
+    t0 = time.monotonic()
+    with _open_source(args, args.files[0]) as source:
+        try:
+            res = elfout.pack_elf(
+                source,
+                target,
+                levels[0],
+                force=args.force,
+                progress=prog if prog.enabled else None,
+                flat=args.flat,
+                dry_run=args.dry_run,
+                cycle_pfns=cycle,
+            )
+        finally:
+            prog.close()
+    if msg_level & ML_REPORT:
+        out_stream.write(format_report(res))
+    if msg_level & ML_COMMON:
+        if not args.dry_run:
+            where = "stdout" if args.flat else args.files[1]
+            out_stream.write(
+                f"The dumpfile is saved to {where}: ELF, {res.dumpable} pages of data, "
+                f"{res.file_size} bytes, {time.monotonic() - t0:.2f} s.\n"
+            )
+        out_stream.write("vmcorepack Completed.\n")
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute parsed arguments.
 
@@ -288,6 +343,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_inspect(args)
     if args.dump_dmesg or args.partial_dmesg:
         return _run_dmesg(args, msg_level)
+    if args.elf:
+        return _run_elf(args, levels, msg_level)
     if args.rearrange:
         if len(args.files) != 1:
             raise UsageError("-R takes exactly one DUMPFILE (the stream comes on stdin)")
