@@ -65,3 +65,28 @@ def test_partial_head_always_kept_partial_tail_looked_up() -> None:
     assert shape(loads) == [(paddr, memsz, 0x400 + 2 * PS, 0x1000, True)]
     bits = np.array([False, False, False])
     assert shape(split_load(phdr(paddr, memsz), bits, PS)) == [(paddr, memsz, 0x400, 0x1000, True)]
+
+
+def test_failed_write_keeps_file_with_incomplete_flag(tmp_path, monkeypatch) -> None:
+    import pytest
+
+    from conftest import VECTORS
+    from vmcorepack import elfout
+    from vmcorepack.errors import IncompleteDumpError, OutputError
+    from vmcorepack.sources import open_elf
+
+    calls = []
+
+    def failing_copy(out, src_fd, src_off, size, dst_off) -> None:
+        calls.append(size)
+        if len(calls) > 1:
+            raise OutputError(out.path, "write failed: No space left on device")
+        out.pwrite(b"\x01" * size, dst_off)
+
+    monkeypatch.setattr(elfout, "_copy", failing_copy)
+    out = tmp_path / "cut.elf"
+    with open_elf(str(VECTORS / "filt.vmcore")) as src, pytest.raises(IncompleteDumpError, match="incomplete"):
+        elfout.pack_elf(src, str(out), 31)
+    head = out.read_bytes()[:64]
+    assert head[:4] == b"\x7fELF"
+    assert int.from_bytes(head[48:52], "little") & 1  # e_flags bit 0
