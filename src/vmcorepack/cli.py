@@ -547,7 +547,8 @@ def _run_inspect(args: argparse.Namespace) -> int:
                 plot_src.close()
         dumpinfo.render_map(desc, pmap, args.plot)
         if not args.json:
-            sys.stdout.write(f"Map             : {args.plot} (1 pixel = {pmap.group} pages)\n")
+            unit = "page" if pmap.group == 1 else f"{pmap.group} pages"
+            sys.stdout.write(f"Map             : {args.plot} (1 pixel = {unit})\n")
     return EXIT_OK
 
 
