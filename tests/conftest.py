@@ -55,7 +55,7 @@ def real_vmcore() -> Path:
 
 def reference_head(level: int) -> bytes:
     """makedumpfile 1.7.9's first blocks (headers and bitmaps) of the real vmcore at ``level``."""
-    import zstandard  # noqa: PLC0415
+    import zstandard
 
     data = (REFERENCE / f"d{level}.head.zst").read_bytes()
     return zstandard.ZstdDecompressor().decompressobj().decompress(data)

@@ -13,13 +13,15 @@ def elf_loads(path: Path) -> list[tuple[int, int, int, int]]:
     """Return (p_paddr, p_memsz, p_offset, p_filesz) of every PT_LOAD, parsed with struct."""
     with open(path, "rb") as f:
         eh = f.read(64)
-        phoff, = struct.unpack_from("<Q", eh, 32)
+        (phoff,) = struct.unpack_from("<Q", eh, 32)
         phentsize, phnum = struct.unpack_from("<HH", eh, 54)
         f.seek(phoff)
         table = f.read(phentsize * phnum)
     out = []
     for i in range(phnum):
-        p_type, _flags, off, _vaddr, paddr, filesz, memsz, _align = struct.unpack_from("<IIQQQQQQ", table, i * phentsize)
+        p_type, _flags, off, _vaddr, paddr, filesz, memsz, _align = struct.unpack_from(
+            "<IIQQQQQQ", table, i * phentsize
+        )
         if p_type == 1:
             out.append((paddr, memsz, off, filesz))
     return out

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from vmcorepack import __version__, codecs, dmesg, elfout, pipeline, reader, sources, streams, writer
+from vmcorepack import __version__, codecs, dmesg, elfout, pipeline, reader, sources, split, streams, writer
 from vmcorepack import info as dumpinfo
 from vmcorepack import verify as dumpverify
 from vmcorepack.constants import MAX_DUMP_LEVEL
@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-F", dest="flat", action="store_true", help="write a flattened stream to stdout")
     p.add_argument(
         "-R", dest="rearrange", action="store_true", help="rebuild DUMPFILE from a flattened stream on stdin"
+    )
+    p.add_argument("--split", action="store_true", help="write VMCORE as DUMPFILE1 DUMPFILE2 ... (split parts)")
+    p.add_argument("--reassemble", action="store_true", help="merge split parts DUMPFILE1 ... into DUMPFILE")
+    p.add_argument(
+        "--splitblock-size", type=int, default=None, metavar="KiB", help="split balancing granularity (default 1 GiB)"
     )
     p.add_argument("-i", dest="vmcoreinfo", metavar="VMCOREINFO", help="take VMCOREINFO from this text file")
     p.add_argument("--raw", action="store_true", help="VMCORE is a raw physical-memory image")
@@ -356,7 +361,25 @@ def run(args: argparse.Namespace) -> int:
         if msg_level & ML_COMMON:
             sys.stdout.write(f"The dumpfile is saved to {args.files[0]} ({size} bytes).\n")
         return EXIT_OK
-    if args.flat:
+    if args.reassemble:
+        if len(args.files) < 3:
+            raise UsageError("--reassemble takes DUMPFILE1 DUMPFILE2 ... DUMPFILE")
+        if args.check_params:
+            return EXIT_OK
+        size = split.reassemble(args.files[:-1], args.files[-1], args.force)
+        if msg_level & ML_COMMON:
+            sys.stdout.write(f"The dumpfile is saved to {args.files[-1]} ({size} bytes).\n")
+        return EXIT_OK
+    if args.split:
+        # makedumpfile's check_param_for_creating_dumpfile: --split writes
+        # regular files only, and its --num-threads does not combine with it.
+        if args.flat:
+            raise UsageError("-F cannot be used with --split")
+        if args.num_threads is not None:
+            raise UsageError("--num-threads cannot be used with --split (use --workers)")
+        if len(args.files) < 3:
+            raise UsageError("--split takes VMCORE DUMPFILE1 DUMPFILE2 ...")
+    elif args.flat:
         if len(args.files) != 1:
             raise UsageError("-F takes exactly one VMCORE (the stream goes to stdout)")
     elif len(args.files) != 2:
@@ -386,6 +409,18 @@ def run(args: argparse.Namespace) -> int:
     cpipe = _stream_pipe(args)
     target = cpipe.write_fd if cpipe is not None else target
     t0 = time.monotonic()
+    if args.split:
+        try:
+            block = args.splitblock_size or split.DEFAULT_SPLITBLOCK_KIB
+            parts = split.pack_split(source, args.files[1:], opts, block)
+        finally:
+            prog.close()
+            source.close()
+        if msg_level & ML_COMMON:
+            for path, part in zip(args.files[1:], parts, strict=True):
+                out_stream.write(f"The dumpfile is saved to {path} ({part.file_size} bytes).\n")
+            out_stream.write("vmcorepack Completed.\n")
+        return EXIT_OK
     try:
         res = _pack_levels(source, target, opts, levels, args, out_stream)
         if cpipe is not None:

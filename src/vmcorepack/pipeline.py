@@ -494,17 +494,33 @@ def _cycles(max_mapnr: int, cycle_pfns: int) -> Iterator[tuple[int, int]]:
         yield s, min(s + step, max_mapnr)
 
 
-def _chunks(bm2: np.ndarray, max_mapnr: int, cycle_pfns: int, chunk_pages: int) -> Iterator[Task]:
+def _chunks(
+    bm2: np.ndarray, max_mapnr: int, cycle_pfns: int, chunk_pages: int, lo: int = 0, hi: int | None = None
+) -> Iterator[Task]:
     index = 0
     desc_index = 0
+    hi = max_mapnr if hi is None else hi
     for s, e in _cycles(max_mapnr, cycle_pfns):
+        if e <= lo or s >= hi:
+            continue
         bits = bitmap.unpack(bm2[s // 8 : (e + 7) // 8], e - s)
         pfns = np.flatnonzero(bits).astype(np.int64) + s
+        pfns = pfns[(pfns >= lo) & (pfns < hi)]
         for a in range(0, len(pfns), chunk_pages):
             part = pfns[a : a + chunk_pages]
             yield Task(index, part, desc_index)
             index += 1
             desc_index += len(part)
+
+
+def _count_bits(bm2: np.ndarray, lo: int, hi: int) -> int:
+    """Set bits of the packed bitmap in pfns ``[lo, hi)`` (bounded memory)."""
+    n = 0
+    for s in range(lo - lo % 8, hi, 1 << 23):
+        e = min(s + (1 << 23), hi)
+        bits = bitmap.unpack(bm2[s // 8 : (e + 7) // 8], e - s)
+        n += int(bits[max(lo - s, 0) :].sum())
+    return n
 
 
 def memory_stats(source: Source) -> tuple[int, int]:
@@ -562,6 +578,46 @@ def write_bitmaps(out: Output, source: Source, plan: DumpPlan, bm2: np.ndarray, 
         out.pwrite(bm2[s // 8 : s // 8 + -(-(e - s) // 8)].tobytes(), geo.bitmap2_offset + s // 8)
 
 
+@dataclasses.dataclass
+class Prepared:
+    """Pass 1 of a run: the decisions, before anything is written.
+
+    Attributes:
+        codec: The codec.
+        bm2: Packed 2nd bitmap of the whole dump.
+        result: Counters so far (bitmap counts, exclusion counts).
+        utsname: utsname fields for the header, if known.
+        started: ``time.monotonic()`` at the start.
+    """
+
+    codec: Codec
+    bm2: np.ndarray
+    result: PackResult
+    utsname: dict[str, bytes] | None
+    started: float
+
+
+def prepare(source: Source, options: PackOptions) -> Prepared:
+    """Build the 2nd bitmap and the counters (no output).
+
+    Args:
+        source: The input.
+        options: What to produce.
+
+    Returns:
+        The prepared run.
+    """
+    t0 = time.monotonic()
+    codec = get_codec(options.codec)
+    flt = PageFilter(source, options.dump_level)
+    bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns)
+    result = PackResult(max_mapnr=source.max_mapnr, ram_pages=ram, dumpable=dumpable)
+    result.counts = flt.counts
+    result.original_pages, result.memory_hole = memory_stats(source)
+    utsname = options.utsname if options.utsname is not None else flt.utsname()
+    return Prepared(codec, bm2, result, utsname, t0)
+
+
 def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
     """Write a kdump-compressed dump of ``source``.
 
@@ -580,21 +636,49 @@ def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
             ``DUMP_DH_COMPRESSED_INCOMPLETE``; a stream gets no end marker.
         VmcorepackError: Failure before anything was written (nothing is left).
     """
-    t0 = time.monotonic()
-    codec = get_codec(options.codec)
-    flt = PageFilter(source, options.dump_level)
-    bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns)
-    result = PackResult(max_mapnr=source.max_mapnr, ram_pages=ram, dumpable=dumpable)
-    result.counts = flt.counts
-    result.original_pages, result.memory_hole = memory_stats(source)
-    utsname = options.utsname if options.utsname is not None else flt.utsname()
-    plan = make_plan(source, options.dump_level, codec.flag, dumpable, utsname)
+    return write_dump(source, prepare(source, options), output, options)
+
+
+def write_dump(
+    source: Source,
+    prep: Prepared,
+    output: str | int,
+    options: PackOptions,
+    part: tuple[int, int] | None = None,
+) -> PackResult:
+    """Pass 2: write the dump (or one ``--split`` part of it).
+
+    Args:
+        source: The input.
+        prep: Result of :func:`prepare`.
+        output: Output path, or for ``options.flat`` a writable descriptor.
+        options: What to produce.
+        part: ``[start, end)`` pfns of a split part: the headers say so, the
+            table is reserved for the whole dump and filled from index 0
+            with this part's pages only (docs/kdump-format.md §8).
+
+    Returns:
+        What was done (for a part, its own page counts).
+    """
+    codec, bm2 = prep.codec, prep.bm2
+    result = dataclasses.replace(prep.result, counts=prep.result.counts, unreadable=[])
+    dumpable = result.dumpable
+    plan = make_plan(source, options.dump_level, codec.flag, dumpable, prep.utsname)
+    if part is not None:
+        sub = plan.sub_header
+        sub["split"] = 1
+        sub["start_pfn"] = min(part[0], 0xFFFFFFFF)
+        sub["end_pfn"] = min(part[1], 0xFFFFFFFF)
+        sub["start_pfn_64"] = part[0]
+        sub["end_pfn_64"] = part[1]
     geo = plan.geometry
+    lo, hi = part if part is not None else (0, source.max_mapnr)
+    part_pages = dumpable if part is None else _count_bits(bm2, lo, hi)
     if options.dry_run:
         if options.dump_level & DumpLevel.ZERO:
             result.zero_pages = _count_zero(source, bm2, options)
             result.counts.zero = result.zero_pages
-        result.seconds = time.monotonic() - t0
+        result.seconds = time.monotonic() - prep.started
         return result
     out: Output
     if options.flat:
@@ -615,9 +699,9 @@ def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
             out.pwrite(bytes(geo.block_size), first)
             first += geo.block_size
         job = _Job(source, out, codec, share_zero, geo.data_offset, geo.table_offset, options.flat)
-        tasks = _chunks(bm2, source.max_mapnr, options.cycle_pfns, options.chunk_pages)
-        end = _run_tasks(job, tasks, first, dumpable, options, result)
-        if result.unreadable and isinstance(out, FileOutput):
+        tasks = _chunks(bm2, source.max_mapnr, options.cycle_pfns, options.chunk_pages, lo, hi)
+        end = _run_tasks(job, tasks, first, part_pages, options, result)
+        if result.unreadable and isinstance(out, FileOutput) and part is None:
             leave_out(out, plan, bm2, sorted(result.unreadable), options.cycle_pfns)
         result.file_size = end
         if isinstance(out, FileOutput):
@@ -638,10 +722,10 @@ def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
         out.close()
         raise IncompleteDumpError(out.path, f"{why}; stream left without its end marker", 0, full) from e
     out.close()
-    result.raw_pages = result.dumpable - result.zero_pages - result.compressed_pages
+    result.raw_pages = part_pages - result.zero_pages - result.compressed_pages
     if share_zero:
         result.counts.zero = result.zero_pages
-    result.seconds = time.monotonic() - t0
+    result.seconds = time.monotonic() - prep.started
     return result
 
 

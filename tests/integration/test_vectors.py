@@ -75,7 +75,9 @@ def test_makedumpfile_rebuilds_our_stream(tmp_path: Path) -> None:
     mdf = require_tool("makedumpfile")
     stream = tmp_path / "s.flat"
     with open(stream, "wb") as f:
-        assert subprocess.run([sys.executable, "-m", "vmcorepack", "-F", "-d", "1", str(TINY)], stdout=f).returncode == 0
+        assert (
+            subprocess.run([sys.executable, "-m", "vmcorepack", "-F", "-d", "1", str(TINY)], stdout=f).returncode == 0
+        )
     out = tmp_path / "mdf.kdump"
     with open(stream, "rb") as f:
         r = subprocess.run([mdf, "-R", str(out)], stdin=f, capture_output=True)
@@ -88,7 +90,10 @@ def test_flat_reader_reads_pages(tmp_path: Path, codec: str) -> None:
     stream = tmp_path / "s.flat"
     opts = [] if codec == "none" else [codecs.CODECS[codec].option]
     with open(stream, "wb") as f:
-        assert subprocess.run([sys.executable, "-m", "vmcorepack", "-F", *opts, "-d", "1", str(TINY)], stdout=f).returncode == 0
+        assert (
+            subprocess.run([sys.executable, "-m", "vmcorepack", "-F", *opts, "-d", "1", str(TINY)], stdout=f).returncode
+            == 0
+        )
     with KdumpReader(str(stream)) as a, KdumpReader(str(VECTORS / "tiny_d1_raw.kdump")) as b:
         for pfn in b.dumpable_pfns():
             assert a.read_page(int(pfn)) == b.read_page(int(pfn))

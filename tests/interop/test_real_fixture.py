@@ -38,9 +38,9 @@ def dumps(real_vmcore: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[t
     return Lazy(made)
 
 
-def _import_kdumpfile():  # noqa: ANN202
+def _import_kdumpfile():
     try:
-        import kdumpfile  # noqa: PLC0415
+        import kdumpfile
     except ImportError:
         if IN_CI:
             pytest.fail("python3-libkdumpfile is not importable (.ci/run installs it)")
@@ -69,7 +69,7 @@ def test_libkdumpfile_reads_every_page(real_vmcore: Path, dumps: dict, level: in
 @pytest.mark.parametrize("codec", codec_params())
 def test_drgn_reads_every_page(real_vmcore: Path, dumps: dict, level: int, codec: str) -> None:
     try:
-        import drgn  # noqa: PLC0415
+        import drgn
     except ImportError:
         if IN_CI:
             pytest.fail("drgn is not installed")
@@ -87,7 +87,9 @@ def test_drgn_reads_every_page(real_vmcore: Path, dumps: dict, level: int, codec
 @pytest.mark.parametrize("codec", codec_params())
 def test_crash_accepts(dumps: dict, level: int, codec: str) -> None:
     crash = require_tool("crash")
-    r = subprocess.run([crash, "-d", "1", "--osrelease", str(dumps[(level, codec)])], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [crash, "-d", "1", "--osrelease", str(dumps[(level, codec)])], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "6.1.0-56-amd64"
     assert "total_valid_pages: 212856" in r.stdout

@@ -34,8 +34,11 @@ SECTION_MAP_MASK = ~0x1F & ((1 << 64) - 1)
 #: ``_MAX_PHYSMEM_BITS`` for 4- and 5-level paging).
 DEFAULT_SECTION_SIZE_BITS = 27
 DEFAULT_MAX_PHYSMEM_BITS = (46, 52)
-#: Lowest kernel virtual address on x86_64 (start of the kernel half).
+#: Lowest kernel virtual address on x86_64 (start of the kernel half) with
+#: 4-level paging (47-bit canonical addresses) and with 5-level paging (56-bit:
+#: the direct map then starts at 0xff11000000000000, Documentation/arch/x86/x86_64/mm.rst).
 KERNEL_SPACE_START = 0xFFFF_8000_0000_0000
+KERNEL_SPACE_START_L5 = 0xFF00_0000_0000_0000
 
 
 def kernel_version(vi: VmcoreInfo) -> tuple[int, int, int]:
@@ -288,6 +291,7 @@ class MemMap:
     ) -> list[MemMapRange]:
         max_mapnr = self.source.max_mapnr
         page_size = self.layout.size
+        kernel_start = KERNEL_SPACE_START_L5 if self.walker.five_level else KERNEL_SPACE_START
         if extreme:
             nr_roots = -(-num_section // per_root)
             roots = np.frombuffer(self.walker.read(base, 8 * nr_roots), "<u8").tolist()
@@ -300,7 +304,7 @@ class MemMap:
             count = min(per_root, num_section - first)
             if root == 0 or count <= 0:
                 continue
-            if root < KERNEL_SPACE_START:
+            if root < kernel_start:
                 raise KernelMemoryError(root, f"mem_section root {r} is not a kernel address")
             raw = self.walker.read(root, count * sec_size)
             for i in range(count):
@@ -312,7 +316,7 @@ class MemMap:
                 # The kernel stores mem_map minus the section's first pfn
                 # (sparse_encode_mem_map); add it back.
                 mem_map = ((coded & SECTION_MAP_MASK) + start * page_size) & ((1 << 64) - 1)
-                if mem_map < KERNEL_SPACE_START:
+                if mem_map < kernel_start:
                     raise KernelMemoryError(mem_map, f"mem_map of section {nr} is not a kernel address")
                 out.append(MemMapRange(start, min(start + (1 << pfn_shift), max_mapnr), mem_map))
         return out
