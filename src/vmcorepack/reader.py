@@ -35,6 +35,18 @@ class RandomAccess:
 
     path: str
     size: int
+    #: Bytes the input really holds (a flattened stream's records; else ``size``).
+    stored: int
+
+    def _clamp(self, offset: int, size: int) -> int:
+        """Check a read range taken from the input; return its size clipped to the end.
+
+        Raises:
+            KdumpFormatError: A negative offset or size (no buffer is allocated first).
+        """
+        if offset < 0 or size < 0:
+            raise KdumpFormatError(self.path, offset, f"read of {size} bytes at negative offset or size")
+        return max(0, min(size, self.size - offset))
 
     def read(self, offset: int, size: int) -> bytes:
         """Read bytes (zero-filled in holes; short only past the end).
@@ -66,11 +78,11 @@ class RegularFile(RandomAccess):
             self.fd = os.open(path, os.O_RDONLY)
         except OSError as e:
             raise KdumpFormatError(path, None, f"cannot open: {e.strerror}") from e
-        self.size = os.fstat(self.fd).st_size
+        self.size = self.stored = os.fstat(self.fd).st_size
 
     def read(self, offset: int, size: int) -> bytes:
-        """Read with pread."""
-        return os.pread(self.fd, size, offset)
+        """Read with pread (the size is clipped to the file before a buffer is made)."""
+        return os.pread(self.fd, self._clamp(offset, size), offset)
 
     def close(self) -> None:
         """Close."""
@@ -116,10 +128,11 @@ class FlatFile(RandomAccess):
         self._starts = [recs[i][0] for i in order]
         self._order = order
         self.size = max((o + s for o, s, _ in recs), default=0)
+        self.stored = sum(s for _, s, _ in recs)
 
     def read(self, offset: int, size: int) -> bytes:
         """Read the logical file, assembling overlapping records (newest wins)."""
-        size = max(0, min(size, self.size - offset))
+        size = self._clamp(offset, size)
         buf = bytearray(size)
         filled = np.zeros(size, bool) if size else np.zeros(0, bool)
         end = offset + size
@@ -214,7 +227,7 @@ class DecompressedFile(RegularFile):
             if os.path.exists(out):
                 os.unlink(out)
             os.rmdir(tmp)
-        self.size = os.fstat(self.fd).st_size
+        self.size = self.stored = os.fstat(self.fd).st_size
 
 
 def _copy_stream(head: bytes, stream: BinaryIO, output: str) -> None:
@@ -360,6 +373,11 @@ class KdumpReader:
         self.geometry = kdump.FileGeometry(bs, sub_hdr_size, bitmap_blocks, max_mapnr, 0)
         half = self.geometry.bitmap_bytes
         nbytes = -(-max_mapnr // 8)
+        if nbytes > half or self.geometry.bitmap2_offset + nbytes > self.file.size or 2 * nbytes > self.file.stored:
+            # Checked before reading: a hostile max_mapnr must not size a buffer.
+            raise KdumpFormatError(
+                path, self.geometry.bitmap1_offset, f"bitmaps of {nbytes} bytes each run past the end of the file"
+            )
         b1 = self.file.read(self.geometry.bitmap1_offset, nbytes)
         b2 = self.file.read(self.geometry.bitmap2_offset, nbytes)
         if len(b1) < nbytes or len(b2) < nbytes or nbytes > half:
@@ -397,11 +415,11 @@ class KdumpReader:
 
     def is_ram(self, pfn: int) -> bool:
         """Tell whether ``pfn`` has a 1st-bitmap bit."""
-        return pfn < self.header.max_mapnr and bool(self.bitmap1[pfn >> 3] >> (pfn & 7) & 1)
+        return 0 <= pfn < self.header.max_mapnr and bool(self.bitmap1[pfn >> 3] >> (pfn & 7) & 1)
 
     def is_dumpable(self, pfn: int) -> bool:
         """Tell whether ``pfn`` has a page descriptor (2nd bitmap)."""
-        return pfn < self.header.max_mapnr and bool(self.bitmap2[pfn >> 3] >> (pfn & 7) & 1)
+        return 0 <= pfn < self.header.max_mapnr and bool(self.bitmap2[pfn >> 3] >> (pfn & 7) & 1)
 
     def dumpable_pfns(self) -> np.ndarray:
         """All pfns with a descriptor, in this part's range."""
@@ -444,7 +462,7 @@ class KdumpReader:
             KdumpFormatError: Not dumpable, outside this part, or a bad descriptor.
         """
         h = self.header
-        if pfn >= h.max_mapnr or not self.is_ram(pfn):
+        if not 0 <= pfn < h.max_mapnr or not self.is_ram(pfn):
             raise KdumpFormatError(self.path, None, f"pfn {pfn:#x} is not in the dump (memory hole)")
         if not self.is_dumpable(pfn):
             raise KdumpFormatError(self.path, None, f"pfn {pfn:#x} was excluded")

@@ -439,7 +439,32 @@ def open_elf(path: str, vmcoreinfo_file: str | None = None, use_mmap: bool | Non
         raise ElfFormatError(
             path, int(core.ehdr["e_phoff"]), f"PT_LOAD beyond the {MAX_PHYS_BITS}-bit physical address space"
         )
+    if len(segs):
+        # p_paddr + p_memsz sizes the bitmaps (max_mapnr / 8 bytes each): check
+        # it against this machine before anything that size is allocated.
+        end = int(segs["phys_end"].max())
+        need = 2 * -(-end // page_size // 8)
+        limit = _memory_limit()
+        if need > limit:
+            raise ElfFormatError(
+                path,
+                int(core.ehdr["e_phoff"]),
+                f"PT_LOAD ends at physical {end:#x}: its bitmaps need {need >> 20} MiB, "
+                f"more than the {limit >> 20} MiB allowed (half of the memory available)",
+            )
     return Source(path, segs, notes, vi, page_size, size, use_mmap)
+
+
+def _memory_limit() -> int:
+    """Half of the memory this process may use (RAM, or a lower RLIMIT_AS)."""
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        ram = 1 << 40
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        ram = min(ram, soft)
+    return ram // 2
 
 
 def load_vmcoreinfo_file(path: str) -> VmcoreInfo:

@@ -17,6 +17,11 @@ from vmcorepack.errors import VmcoreinfoError
 _KEY = re.compile(r"^(SYMBOL|SIZE|OFFSET|LENGTH|NUMBER)\((.+)\)$")
 #: Refuse VMCOREINFO larger than this: the kernel's buffer is one page.
 MAX_VMCOREINFO_SIZE = 1 << 20
+#: Values are C ``long``s: signed or unsigned 64-bit.
+_S64_MIN = -(1 << 63)
+_U64_END = 1 << 64
+#: SIZE() and OFFSET() describe C structures: refuse anything from 4 GiB up.
+_MAX_STRUCT = 1 << 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,30 +73,35 @@ class VmcoreInfo:
         """Return the raw value of ``key`` or None."""
         return self.entries.get(key)
 
-    def _int(self, key: str, base: int) -> int | None:
+    def _int(self, key: str, base: int, lo: int = _S64_MIN, hi: int = _U64_END) -> int | None:
         v = self.entries.get(key)
         if v is None:
             return None
         try:
-            return int(v, 0) if v.lower().startswith(("0x", "-0x")) else int(v, base)
+            n = int(v, 0) if v.lower().startswith(("0x", "-0x")) else int(v, base)
         except ValueError as e:
             raise VmcoreinfoError(key, f"VMCOREINFO {key}={v!r} is not a number") from e
+        if not lo <= n < hi:
+            # The kernel prints C longs: anything else is garbage, refused
+            # here before it sizes a buffer or overflows a header field.
+            raise VmcoreinfoError(key, f"VMCOREINFO {key}={v!r} is out of range [{lo:#x}, {hi:#x})")
+        return n
 
     def symbol(self, name: str) -> int | None:
         """Return ``SYMBOL(name)`` (hex address) or None."""
-        return self._int(f"SYMBOL({name})", 16)
+        return self._int(f"SYMBOL({name})", 16, 0)
 
     def size(self, name: str) -> int | None:
-        """Return ``SIZE(name)`` (decimal) or None."""
-        return self._int(f"SIZE({name})", 10)
+        """Return ``SIZE(name)`` (decimal, below 4 GiB) or None."""
+        return self._int(f"SIZE({name})", 10, 0, _MAX_STRUCT)
 
     def offset(self, name: str) -> int | None:
-        """Return ``OFFSET(type.member)`` (decimal) or None."""
-        return self._int(f"OFFSET({name})", 10)
+        """Return ``OFFSET(type.member)`` (decimal, below 4 GiB) or None."""
+        return self._int(f"OFFSET({name})", 10, 0, _MAX_STRUCT)
 
     def length(self, name: str) -> int | None:
         """Return ``LENGTH(name)`` (decimal) or None."""
-        return self._int(f"LENGTH({name})", 10)
+        return self._int(f"LENGTH({name})", 10, 0)
 
     def number(self, name: str) -> int | None:
         """Return ``NUMBER(name)`` (signed decimal, or 0x hex) or None."""
@@ -135,12 +145,12 @@ class VmcoreInfo:
     @property
     def crashtime(self) -> int | None:
         """``CRASHTIME`` in seconds since the epoch."""
-        return self._int("CRASHTIME", 10)
+        return self._int("CRASHTIME", 10, _S64_MIN, -_S64_MIN)
 
     @property
     def kerneloffset(self) -> int | None:
         """``KERNELOFFSET`` (KASLR slide, hex without 0x)."""
-        return self._int("KERNELOFFSET", 16)
+        return self._int("KERNELOFFSET", 16, 0)
 
     @property
     def phys_base(self) -> int | None:
