@@ -220,8 +220,10 @@ def parse_core(read: Callable[[int, int], bytes], path: str, file_size: int) -> 
         raise ElfFormatError(path, 54, f"expected e_phentsize {layout.phdr.itemsize}, got {phentsize}")
     if phnum == PN_XNUM:
         shoff = int(ehdr["e_shoff"])
-        sh0 = read(shoff, layout.shdr.itemsize)
-        if shoff == 0 or len(sh0) < layout.shdr.itemsize:
+        # Range-check e_shoff before reading (a hostile one overflows pread).
+        in_file = 0 < shoff and shoff + layout.shdr.itemsize <= file_size
+        sh0 = read(shoff, layout.shdr.itemsize) if in_file else b""
+        if len(sh0) < layout.shdr.itemsize:
             raise ElfFormatError(path, shoff, "e_phnum is PN_XNUM but section header 0 is missing")
         phnum = int(np.frombuffer(sh0, layout.shdr, count=1)[0]["sh_info"])
     if phnum == 0 or phnum > MAX_PHNUM:
