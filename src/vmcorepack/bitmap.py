@@ -36,23 +36,31 @@ def unpack(data: bytes | np.ndarray, count: int) -> np.ndarray:
     return np.unpackbits(raw, count=count, bitorder="little").astype(bool)
 
 
-def load_ranges(segments: np.ndarray, page_size: int, max_mapnr: int) -> np.ndarray:
+def load_ranges(segments: np.ndarray, page_size: int, max_mapnr: int, round_up: bool = False) -> np.ndarray:
     """Return each PT_LOAD's pfn range for the 1st bitmap, shape ``(n, 2)``.
 
     makedumpfile sets pfns ``floor(p_paddr/bs)`` up to, not including,
     ``floor((p_paddr + p_memsz)/bs)``, clipped to ``max_mapnr``
     (``create_1st_bitmap_cyclic``; docs/kdump-format.md §4.3).
 
+    When makedumpfile keeps its bitmaps in a temporary file instead
+    (``create_1st_bitmap_file``: ``--work-dir``, or whenever both bitmaps fit
+    its cyclic buffer), it also counts a trailing partial page.
+
     Args:
         segments: ``SEGMENT_DTYPE`` array.
         page_size: Page size.
         max_mapnr: Number of pfns.
+        round_up: Count a partial last page (the bitmap-file variant).
 
     Returns:
         int64 array of ``[start, end)`` pairs (empty ranges have start >= end).
     """
     start = (segments["phys_start"] // page_size).astype(np.int64)
     end = np.minimum(segments["phys_end"] // page_size, max_mapnr).astype(np.int64)
+    if round_up:
+        # makedumpfile clips to max_mapnr first, then adds the partial page.
+        end = end + (segments["phys_end"] % page_size != 0)
     return np.stack([start, end], axis=1) if len(segments) else np.zeros((0, 2), np.int64)
 
 
@@ -95,7 +103,9 @@ def fill_ranges(bits: np.ndarray, ranges: np.ndarray, base: int, value: bool) ->
             bits[a:b] = value
 
 
-def first_bitmap(segments: np.ndarray, page_size: int, max_mapnr: int, start: int, end: int) -> np.ndarray:
+def first_bitmap(
+    segments: np.ndarray, page_size: int, max_mapnr: int, start: int, end: int, round_up: bool = False
+) -> np.ndarray:
     """Build the 1st bitmap (pfn is RAM in the vmcore) for ``[start, end)``.
 
     Args:
@@ -104,12 +114,13 @@ def first_bitmap(segments: np.ndarray, page_size: int, max_mapnr: int, start: in
         max_mapnr: Number of pfns.
         start: First pfn of the window.
         end: End of the window.
+        round_up: Count partial last pages (see :func:`load_ranges`).
 
     Returns:
         Bool array of ``end - start`` entries.
     """
     bits = np.zeros(end - start, bool)
-    fill_ranges(bits, load_ranges(segments, page_size, max_mapnr), start, True)
+    fill_ranges(bits, load_ranges(segments, page_size, max_mapnr, round_up), start, True)
     return bits
 
 

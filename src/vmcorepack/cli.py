@@ -401,6 +401,8 @@ def run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         force=args.force,
         limit=args.limit,
+        cyclic_buffer_given=args.cyclic_buffer is not None,
+        work_dir=args.work_dir is not None,
         progress=prog if prog.enabled else None,
     )
     if args.flat and sys.stdout.isatty() and not args.dry_run:

@@ -37,7 +37,6 @@ from vmcorepack.errors import (
     DiskFullError,
     IncompleteDumpError,
     OutputError,
-    SourceReadError,
     VmcorepackError,
 )
 from vmcorepack.filter import ExclusionCounts, PageFilter
@@ -69,6 +68,8 @@ class PackOptions:
         dry_run: Do everything but write.
         force: Overwrite an existing output file.
         limit: makedumpfile ``-L``: cap the output size in bytes.
+        cyclic_buffer_given: ``--cyclic-buffer`` was given (see :func:`bitmap_in_file`).
+        work_dir: ``--work-dir`` was given (see :func:`bitmap_in_file`).
         progress: ``progress(done_pages, total_pages)`` callback.
         utsname: utsname fields to put in the header (from init_uts_ns).
     """
@@ -82,6 +83,8 @@ class PackOptions:
     dry_run: bool = False
     force: bool = False
     limit: int | None = None
+    cyclic_buffer_given: bool = False
+    work_dir: bool = False
     progress: Progress | None = None
     utsname: dict[str, bytes] | None = None
 
@@ -140,28 +143,7 @@ def read_pfns(source: Source, pfns: np.ndarray, bad: list[int] | None = None) ->
     Returns:
         ``len(pfns) * page_size`` bytes.
     """
-    if not len(pfns):
-        return b""
-    ps = source.page_size
-    brk = np.flatnonzero(np.diff(pfns) != 1) + 1
-    starts = np.concatenate(([0], brk)).tolist()
-    ends = np.concatenate((brk, [len(pfns)])).tolist()
-    parts: list[bytes] = []
-    for a, b in zip(starts, ends, strict=True):
-        first = int(pfns[a])
-        try:
-            parts.append(source.read_pages_bytes(first, b - a))
-        except SourceReadError:
-            if bad is None:
-                raise
-            # Error path only: isolate the unreadable pages one by one.
-            for pfn in range(first, first + b - a):
-                try:
-                    parts.append(source.read_pages_bytes(pfn, 1))
-                except SourceReadError:
-                    bad.append(pfn)
-                    parts.append(bytes(ps))
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return source.read_pfns_bytes(pfns, bad)
 
 
 def zero_mask(raw: bytes, page_size: int) -> np.ndarray:
@@ -523,27 +505,71 @@ def _count_bits(bm2: np.ndarray, lo: int, hi: int) -> int:
     return n
 
 
-def memory_stats(source: Source) -> tuple[int, int]:
+def bitmap_in_file(max_mapnr: int, nfiles: int = 1, cyclic_buffer: bool = False, work_dir: bool = False) -> bool:
+    """Tell whether makedumpfile would keep this dump's bitmaps in a temporary file.
+
+    makedumpfile 1.7.x (``initial``, ``calculate_cyclic_buffer_size``) sizes its
+    bitmap buffer as ``min(60 % of MemFree, 4 MiB, max_mapnr * 2 / 8 [/ files])``
+    and, when that holds both bitmaps, runs one non-cyclic pass with the bitmaps
+    in a file; so does ``--work-dir``, and ``--cyclic-buffer`` never does.  The
+    file variant counts a PT_LOAD's partial last page in the 1st bitmap, so this
+    decides one bit (for example pfn 0x9f below 640 KiB) whenever ``max_mapnr``
+    is a multiple of 4.
+
+    Args:
+        max_mapnr: Number of pfns.
+        nfiles: Number of ``--split`` files.
+        cyclic_buffer: ``--cyclic-buffer`` was given.
+        work_dir: ``--work-dir`` was given.
+
+    Returns:
+        True for the bitmap-file variant.
+    """
+    if work_dir:
+        return True
+    if cyclic_buffer:
+        return False
+    free = 1 << 62
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemFree:"):
+                    free = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    bitmap_size = max_mapnr * 2 // 8
+    if nfiles > 1:
+        bitmap_size //= nfiles
+    bufsize = min(int(free * 0.6), 4 << 20, bitmap_size)
+    return bufsize * 8 >= max_mapnr * 2
+
+
+def memory_stats(source: Source, round_up: bool = False) -> tuple[int, int]:
     """Return makedumpfile's (Original pages, Memory Hole) (§17.1.7).
 
     Args:
         source: The input.
+        round_up: The bitmap-file variant (partial last pages count).
 
     Returns:
         The two counts.
     """
-    r = bitmap.load_ranges(source.segments, source.page_size, source.max_mapnr)
+    r = bitmap.load_ranges(source.segments, source.page_size, source.max_mapnr, round_up)
     original = int(np.clip(r[:, 1] - r[:, 0], 0, None).sum()) if len(r) else 0
     return original, source.max_mapnr - original
 
 
-def compute_bitmaps(source: Source, flt: PageFilter, cycle_pfns: int) -> tuple[np.ndarray, int, int]:
+def compute_bitmaps(
+    source: Source, flt: PageFilter, cycle_pfns: int, round_up: bool = False
+) -> tuple[np.ndarray, int, int]:
     """Pass 1: the packed 2nd bitmap of the whole dump, and bit counts.
 
     Args:
         source: Input.
         flt: The filter.
         cycle_pfns: Cycle size.
+        round_up: 1st bitmap of makedumpfile's bitmap-file variant.
 
     Returns:
         (packed 2nd bitmap, 1st-bitmap bits, 2nd-bitmap bits).
@@ -552,7 +578,7 @@ def compute_bitmaps(source: Source, flt: PageFilter, cycle_pfns: int) -> tuple[n
     bm2 = np.zeros(-(-max_mapnr // 8), np.uint8)
     ram = dumpable = 0
     for s, e in _cycles(max_mapnr, cycle_pfns):
-        b1 = bitmap.first_bitmap(source.segments, source.page_size, max_mapnr, s, e)
+        b1 = bitmap.first_bitmap(source.segments, source.page_size, max_mapnr, s, e, round_up)
         b2 = flt.second_bitmap(s, e) & b1
         ram += int(b1.sum())
         dumpable += int(b2.sum())
@@ -560,7 +586,9 @@ def compute_bitmaps(source: Source, flt: PageFilter, cycle_pfns: int) -> tuple[n
     return bm2, ram, dumpable
 
 
-def write_bitmaps(out: Output, source: Source, plan: DumpPlan, bm2: np.ndarray, cycle_pfns: int) -> None:
+def write_bitmaps(
+    out: Output, source: Source, plan: DumpPlan, bm2: np.ndarray, cycle_pfns: int, round_up: bool = False
+) -> None:
     """Write both bitmaps, slice by slice (the unused tails stay holes).
 
     Args:
@@ -569,10 +597,11 @@ def write_bitmaps(out: Output, source: Source, plan: DumpPlan, bm2: np.ndarray, 
         plan: The plan.
         bm2: Packed 2nd bitmap.
         cycle_pfns: Cycle size.
+        round_up: 1st bitmap of makedumpfile's bitmap-file variant.
     """
     geo = plan.geometry
     for s, e in _cycles(source.max_mapnr, cycle_pfns):
-        b1 = bitmap.first_bitmap(source.segments, source.page_size, source.max_mapnr, s, e)
+        b1 = bitmap.first_bitmap(source.segments, source.page_size, source.max_mapnr, s, e, round_up)
         out.pwrite(bitmap.pack(b1).tobytes(), geo.bitmap1_offset + s // 8)
     for s, e in _cycles(source.max_mapnr, cycle_pfns):
         out.pwrite(bm2[s // 8 : s // 8 + -(-(e - s) // 8)].tobytes(), geo.bitmap2_offset + s // 8)
@@ -588,6 +617,7 @@ class Prepared:
         result: Counters so far (bitmap counts, exclusion counts).
         utsname: utsname fields for the header, if known.
         started: ``time.monotonic()`` at the start.
+        round_up: The 1st bitmap counts partial last pages (:func:`bitmap_in_file`).
     """
 
     codec: Codec
@@ -595,14 +625,16 @@ class Prepared:
     result: PackResult
     utsname: dict[str, bytes] | None
     started: float
+    round_up: bool = False
 
 
-def prepare(source: Source, options: PackOptions) -> Prepared:
+def prepare(source: Source, options: PackOptions, nfiles: int = 1) -> Prepared:
     """Build the 2nd bitmap and the counters (no output).
 
     Args:
         source: The input.
         options: What to produce.
+        nfiles: Number of ``--split`` files (makedumpfile sizes buffers by it).
 
     Returns:
         The prepared run.
@@ -610,12 +642,13 @@ def prepare(source: Source, options: PackOptions) -> Prepared:
     t0 = time.monotonic()
     codec = get_codec(options.codec)
     flt = PageFilter(source, options.dump_level)
-    bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns)
+    round_up = bitmap_in_file(source.max_mapnr, nfiles, options.cyclic_buffer_given, options.work_dir)
+    bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns, round_up)
     result = PackResult(max_mapnr=source.max_mapnr, ram_pages=ram, dumpable=dumpable)
     result.counts = flt.counts
-    result.original_pages, result.memory_hole = memory_stats(source)
+    result.original_pages, result.memory_hole = memory_stats(source, round_up)
     utsname = options.utsname if options.utsname is not None else flt.utsname()
-    return Prepared(codec, bm2, result, utsname, t0)
+    return Prepared(codec, bm2, result, utsname, t0, round_up)
 
 
 def pack(source: Source, output: str | int, options: PackOptions) -> PackResult:
@@ -691,7 +724,7 @@ def write_dump(
     out.limit = options.limit
     try:
         write_headers(out, plan)
-        write_bitmaps(out, source, plan, bm2, options.cycle_pfns)
+        write_bitmaps(out, source, plan, bm2, options.cycle_pfns, prep.round_up)
         share_zero = bool(options.dump_level & DumpLevel.ZERO)
         first = geo.data_offset
         if share_zero:

@@ -84,7 +84,7 @@ def pack_split(
     Returns:
         One result per part.
     """
-    prep = prepare(source, options)
+    prep = prepare(source, options, len(outputs))
     ppb = max(1, splitblock_kib * 1024 // source.page_size)
     ranges = split_boundaries(prep.bm2, source.max_mapnr, len(outputs), ppb)
     return [write_dump(source, prep, path, options, part) for path, part in zip(outputs, ranges, strict=True)]
