@@ -1,0 +1,482 @@
+"""End-to-end: vmcorepack inside a real kdump capture kernel under QEMU, verified on the host.
+
+One run: download (once) a Debian linux-image package and build a busybox initramfs; boot it
+under QEMU (TCG) with ``crashkernel=`` reserved and the host's root shared read-only over
+virtio-9p; in the guest load the same kernel as the capture kernel (``kexec -p``), build a
+memory mix (page cache, anonymous memory of a live process, tmpfs, free memory) and panic
+through sysrq; in the capture kernel run vmcorepack on /proc/vmcore (and Debian's makedumpfile)
+into a writable 9p share, measuring wall time and peak memory, and copy /proc/vmcore as an ELF
+file. Then verify on the host and print a report (also written as ``report.json``).
+
+    tools/e2e/run.sh [--kernel 6.1|6.12] [--paging 4|5] [--crashkernel 256M] [--args "-l -d 31"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CACHE = Path(os.environ.get("VMCOREPACK_E2E_CACHE", REPO / ".cache" / "e2e"))
+VENV_BIN = REPO / ".venv" / "bin"
+READ_RUN = 256  # pages per read when comparing
+
+
+class E2EError(Exception):
+    """A setup step failed (missing package, no such kernel, QEMU missing)."""
+
+
+# ---------------------------------------------------------------- kernel packages
+
+
+def _apt_versions(pkg: str) -> list[str]:
+    r = subprocess.run(["apt-cache", "madison", pkg], capture_output=True, text=True, check=False)
+    return [line.split("|")[1].strip() for line in r.stdout.splitlines() if line.count("|") >= 2]
+
+
+def _version_key(v: str) -> list[int]:
+    return [int(x) for x in re.findall(r"\d+", v)]
+
+
+def resolve_kernel_package(spec: str) -> str:
+    """``6.1`` / ``6.12`` (newest linux-image-amd64 of that series) or a package name."""
+    if spec.startswith("linux-image-"):
+        return spec
+    versions = [v for v in _apt_versions("linux-image-amd64") if v.startswith(spec + ".")]
+    if not versions:
+        hint = ""
+        if spec == "6.12":
+            hint = (
+                " (6.12 is in bookworm-backports: add 'deb http://deb.debian.org/debian bookworm-backports main'"
+                " to /etc/apt/sources.list.d/ and run apt-get update)"
+            )
+        raise E2EError(f"no linux-image-amd64 {spec}.x in the apt sources{hint}")
+    best = max(versions, key=_version_key)
+    r = subprocess.run(
+        ["apt-cache", "depends", f"linux-image-amd64={best}"], capture_output=True, text=True, check=True
+    )
+    deps = re.findall(r"Depends: (linux-image-\S+)", r.stdout)
+    if not deps:
+        raise E2EError(f"linux-image-amd64={best} names no kernel package")
+    return deps[0]
+
+
+def fetch_kernel(pkg: str) -> tuple[str, Path, Path]:
+    """Download and unpack ``pkg`` (cached); return (release, vmlinuz, modules dir)."""
+    root = CACHE / "kernels" / pkg
+    if not (root / ".done").exists():
+        debs = CACHE / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        if not list(debs.glob(f"{pkg}_*.deb")):
+            print(f"e2e: apt-get download {pkg}", file=sys.stderr)
+            subprocess.run(["apt-get", "download", "-q", pkg], cwd=debs, check=True, stdout=subprocess.DEVNULL)
+        deb = max(debs.glob(f"{pkg}_*.deb"))
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        (root / ".done").touch()
+    vmlinuz = next((root / "boot").glob("vmlinuz-*"))
+    release = vmlinuz.name.removeprefix("vmlinuz-")
+    return release, vmlinuz, root / "lib" / "modules" / release
+
+
+def build_initramfs(release: str, moddir: Path) -> Path:
+    """Build (or reuse) the initramfs of ``release``; rebuilt when init or the builder change."""
+    out = CACHE / "initramfs" / f"{release}.cpio.gz"
+    inputs = [HERE / "init", HERE / "mkinitramfs.py", Path("/bin/busybox")]
+    if out.exists() and all(p.stat().st_mtime < out.stat().st_mtime for p in inputs):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, str(HERE / "mkinitramfs.py"), str(moddir), str(out)], check=True)
+    return out
+
+
+# ---------------------------------------------------------------- QEMU
+
+
+def run_qemu(cmd: list[str], log_path: Path, timeout: float) -> dict[str, Any]:
+    """Run QEMU, timestamp every serial line (seconds since start), kill it at ``timeout``."""
+    t0 = time.monotonic()
+    events: dict[str, float] = {}
+    marks = {
+        "first_kernel_up": "e2e-init: first stage",
+        "crash": "e2e-first: crashing through sysrq",
+        "panic": "Kernel panic",
+        "capture_kernel_boot": "Linux version",
+        "capture_up": "e2e-init: capture stage",
+        "vmcorepack_done": "e2e-capture: vmcorepack: exit",
+        "makedumpfile_done": "e2e-capture: makedumpfile: exit",
+        "elfcopy_done": "e2e-capture: elfcopy: exit",
+        "capture_done": "e2e-init: capture stage done",
+        "first_failed": "e2e-init: FAILED",
+    }
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    linux_version_seen = 0
+    assert proc.stdout is not None
+    with open(log_path, "w", errors="replace", buffering=1) as log:
+        for raw in proc.stdout:
+            t = time.monotonic() - t0
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            log.write(f"[{t:8.2f}] {line}\n")
+            for key, text in marks.items():
+                if text in line:
+                    if key == "capture_kernel_boot":
+                        linux_version_seen += 1
+                        if linux_version_seen == 1:
+                            events.setdefault("first_kernel_boot", t)
+                            continue
+                    events.setdefault(key, t)
+    rc = proc.wait()
+    timer.cancel()
+    wall = time.monotonic() - t0
+    return {"rc": rc, "wall_s": round(wall, 2), "timed_out": wall >= timeout - 1, "events": events}
+
+
+# ---------------------------------------------------------------- verification
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            k, sep, v = line.partition("=")
+            if sep:
+                out[k] = v.strip('"')
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def _check(name: str, ok: bool, detail: str, **extra: Any) -> dict[str, Any]:
+    print(f"  [{'PASS' if ok else 'FAIL'}] {name}: {detail}", file=sys.stderr)
+    return {"name": name, "ok": ok, "detail": detail, **extra}
+
+
+def _runs(pfns: Any) -> list[tuple[int, int]]:
+    import numpy as np
+
+    if len(pfns) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [len(pfns)]))
+    return [(int(pfns[s]), int(e - s)) for s, e in zip(starts, ends, strict=True)]
+
+
+def _compare_pages(read: Any, dump: Path, elf: Path) -> tuple[int, list[str]]:
+    """Read every kept page of ``dump`` through ``read(pfn, n)`` and compare with the ELF copy."""
+    from vmcorepack.reader import KdumpReader
+    from vmcorepack.sources import open_elf
+
+    bad: list[str] = []
+    checked = 0
+    with KdumpReader(str(dump)) as r, open_elf(str(elf)) as src:
+        for start, count in _runs(r.dumpable_pfns()):
+            for a in range(start, start + count, READ_RUN):
+                n = min(READ_RUN, start + count - a)
+                want = src.read_pages_bytes(a, n)
+                got = bytes(read(a, n))
+                if got != want:
+                    for i in range(n):
+                        if got[i * 4096 : (i + 1) * 4096] != want[i * 4096 : (i + 1) * 4096] and len(bad) < 10:
+                            bad.append(f"pfn {a + i:#x}")
+                checked += n
+    return checked, bad
+
+
+def _bitmaps(path: Path) -> tuple[Any, Any, int]:
+    from vmcorepack.reader import KdumpReader
+
+    with KdumpReader(str(path)) as r:
+        return r.bitmap1.copy(), r.bitmap2.copy(), int(r.header.max_mapnr)
+
+
+def _bitmap_diff(ours: Path, other: Path) -> dict[str, Any]:
+    import numpy as np
+
+    a1, a2, an = _bitmaps(ours)
+    b1, b2, bn = _bitmaps(other)
+    out: dict[str, Any] = {"max_mapnr": [an, bn]}
+    for name, a, b in (("bitmap1", a1, b1), ("bitmap2", a2, b2)):
+        n = min(len(a), len(b))
+        ua = np.unpackbits(a[:n], bitorder="little")
+        ub = np.unpackbits(b[:n], bitorder="little")
+        only_a = np.flatnonzero(ua & ~ub)
+        only_b = np.flatnonzero(ub & ~ua)
+        out[name] = {
+            "equal": len(a) == len(b) and bool((a == b).all()),
+            "set": [int(ua.sum()), int(ub.sum())],
+            "only_first": len(only_a),
+            "only_second": len(only_b),
+            "sample_only_first": [hex(int(x)) for x in only_a[:8]],
+            "sample_only_second": [hex(int(x)) for x in only_b[:8]],
+        }
+    return out
+
+
+def verify(out: Path, release: str, args: list[str], has_mdf: bool) -> list[dict[str, Any]]:
+    """Check the capture run's dump against its ELF copy with every reader; one dict per check."""
+    dump, elf = out / "dump.kdump", out / "vmcore.elf"
+    checks: list[dict[str, Any]] = []
+    if not dump.exists() or not elf.exists():
+        what = ", ".join(p.name for p in (dump, elf) if not p.exists())
+        return [_check("outputs", False, f"missing {what}")]
+    # 1. vmcorepack --verify
+    r = subprocess.run(
+        [str(VENV_BIN / "vmcorepack"), "--verify", str(dump), str(elf)], capture_output=True, text=True, check=False
+    )
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    summary = [ln for ln in lines if ln.startswith(("error:", "verify "))] or lines[-1:] or [""]
+    checks.append(_check("vmcorepack --verify", r.returncode == 0, "; ".join(summary)))
+    # 2. libkdumpfile reads every kept page equal to the ELF copy
+    try:
+        import kdumpfile
+
+        k = kdumpfile.kdumpfile(str(dump))
+        n, bad = _compare_pages(lambda a, c: k.read(kdumpfile.KDUMP_MACHPHYSADDR, a * 4096, c * 4096), dump, elf)
+        detail = f"{n} pages equal" if not bad else f"differ: {bad}"
+        checks.append(_check("libkdumpfile pages", not bad, detail, pages=n))
+    except Exception as e:
+        checks.append(_check("libkdumpfile pages", False, f"{type(e).__name__}: {e}"))
+    # 3. drgn opens it and reads every kept page too
+    try:
+        import drgn
+
+        prog = drgn.Program()
+        prog.set_core_dump(str(dump))
+        n, bad = _compare_pages(lambda a, c: prog.read(a * 4096, c * 4096, True), dump, elf)
+        checks.append(_check("drgn pages", not bad, f"{n} pages equal" if not bad else f"differ: {bad}", pages=n))
+    except Exception as e:
+        checks.append(_check("drgn pages", False, f"{type(e).__name__}: {e}"))
+    # 4. crash accepts it
+    crash = shutil.which("crash")
+    if crash:
+        r = subprocess.run(
+            [crash, "-d", "1", "--osrelease", str(dump)], capture_output=True, text=True, timeout=300, check=False
+        )
+        last = (r.stdout.strip().splitlines() or [""])[-1]
+        checks.append(_check("crash --osrelease", r.returncode == 0 and last == release, f"rc {r.returncode}: {last}"))
+    else:
+        checks.append(_check("crash --osrelease", False, "crash is not installed"))
+    # 5. the capture kernel's bitmaps equal vmcorepack's on the host from the ELF copy
+    host = out / "host.kdump"
+    host.unlink(missing_ok=True)
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [str(VENV_BIN / "vmcorepack"), *args, str(elf), str(host)], capture_output=True, text=True, check=False
+    )
+    host_wall = time.monotonic() - t0
+    if r.returncode != 0:
+        checks.append(_check("host vmcorepack bitmaps", False, f"host run failed: {r.stderr.strip()}"))
+    else:
+        d = _bitmap_diff(dump, host)
+        ok = d["bitmap1"]["equal"] and d["bitmap2"]["equal"]
+        checks.append(
+            _check(
+                "bitmaps capture == host",
+                ok,
+                f"bitmap2 {d['bitmap2']['set'][0]} kept pages, equal={ok}; host run {host_wall:.1f} s",
+                diff=d,
+                host_wall_s=round(host_wall, 2),
+                host_size=host.stat().st_size,
+            )
+        )
+    # 6. makedumpfile's bitmaps from the same capture run
+    mdf = out / "makedumpfile.kdump"
+    if has_mdf:
+        if not mdf.exists():
+            checks.append(_check("bitmaps vmcorepack == makedumpfile", False, "makedumpfile wrote no dump"))
+        else:
+            d = _bitmap_diff(dump, mdf)
+            ok = d["bitmap1"]["equal"] and d["bitmap2"]["equal"]
+            b2 = d["bitmap2"]
+            detail = (
+                f"equal ({b2['set'][0]} kept pages)"
+                if ok
+                else f"bitmap2 ours {b2['set'][0]} vs makedumpfile {b2['set'][1]}: {b2['only_first']} only ours,"
+                f" {b2['only_second']} only makedumpfile; bitmap1 equal={d['bitmap1']['equal']}"
+            )
+            checks.append(_check("bitmaps vmcorepack == makedumpfile", ok, detail, diff=d))
+            same = subprocess.run(["cmp", "-s", str(dump), str(mdf)], check=False).returncode == 0
+            info = "byte-identical" if same else f"differ ({dump.stat().st_size} vs {mdf.stat().st_size} bytes)"
+            print(f"  [INFO] dump files vs makedumpfile's: {info}", file=sys.stderr)
+            checks.append({"name": "files vs makedumpfile (info)", "ok": True, "identical": same, "detail": info})
+    return checks
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_size(s: str) -> int:
+    """``256M`` -> bytes."""
+    m = re.fullmatch(r"(\d+)([KMG]?)", s.upper())
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad size {s!r}")
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one capture loop and its verification; 0 when every check passed."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kernel", default="6.1", help="6.1, 6.12 or a linux-image-* package (default 6.1)")
+    p.add_argument("--paging", type=int, choices=(4, 5), default=4, help="page-table levels (default 4)")
+    p.add_argument("--crashkernel", default="256M", help="crashkernel= reservation (default 256M)")
+    p.add_argument("--args", default="-l -d 31", help='vmcorepack options in the capture kernel ("-l -d 31")')
+    p.add_argument("--makedumpfile-args", default="-l -d 31", help="Debian makedumpfile's options")
+    p.add_argument("--no-makedumpfile", action="store_true", help="skip Debian's makedumpfile in the capture run")
+    p.add_argument("--mem", default="1G", help="first kernel's RAM (QEMU -m, default 1G)")
+    p.add_argument("--smp", type=int, default=1, help="first kernel's CPUs (capture kernel: nr_cpus=1)")
+    p.add_argument("--pagecache-mb", type=int, default=192)
+    p.add_argument("--anon-mb", type=int, default=160)
+    p.add_argument("--tmpfs-mb", type=int, default=96)
+    p.add_argument("--timeout", type=float, default=1800, help="QEMU wall-clock limit, seconds")
+    p.add_argument("--step-timeout", type=int, default=900, help="limit per capture-kernel command, seconds")
+    p.add_argument("--out", type=Path, help="run directory (default .cache/e2e/runs/KERNEL-pPAGING-CK)")
+    p.add_argument("--keep-fixture", type=Path, metavar="DIR", help="keep the ELF vmcore as DIR/*.elf.zst")
+    p.add_argument("--no-verify", action="store_true", help="capture only")
+    a = p.parse_args(argv)
+
+    for tool in ("qemu-system-x86_64", "apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise E2EError(f"{tool} is missing (apt-get install qemu-system-x86 kexec-tools busybox-static)")
+    for f in ("/bin/busybox", "/sbin/kexec"):
+        if not Path(f).exists():
+            raise E2EError(f"{f} is missing (apt-get install busybox-static kexec-tools)")
+    if not (VENV_BIN / "vmcorepack").exists():
+        raise E2EError(f"{VENV_BIN / 'vmcorepack'} is missing (make venv)")
+
+    pkg = resolve_kernel_package(a.kernel)
+    release, vmlinuz, moddir = fetch_kernel(pkg)
+    initrd = build_initramfs(release, moddir)
+    out: Path = (a.out or CACHE / "runs" / f"{release}-p{a.paging}-ck{a.crashkernel}").resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    os.chmod(out, 0o777)
+
+    paging = [] if a.paging == 5 else ["no5lvl"]
+    capture_append = " ".join(
+        ["console=ttyS0", "reset_devices", "nr_cpus=1", "irqpoll", "nousb", "panic=5", "e2e=capture", *paging]
+    )
+    has_mdf = not a.no_makedumpfile and shutil.which("makedumpfile") is not None
+    config = {
+        "E2E_REPO": str(REPO),
+        "E2E_KERNEL": str(vmlinuz),
+        "E2E_INITRD": str(initrd),
+        "E2E_CAPTURE_APPEND": capture_append,
+        "E2E_ARGS": a.args,
+        "E2E_MAKEDUMPFILE": "1" if has_mdf else "0",
+        "E2E_MAKEDUMPFILE_ARGS": a.makedumpfile_args,
+        "E2E_ELF_COPY": "1",
+        "E2E_PAGECACHE_MB": str(a.pagecache_mb),
+        "E2E_ANON_MB": str(a.anon_mb),
+        "E2E_TMPFS_MB": str(a.tmpfs_mb),
+        "E2E_STEP_TIMEOUT": str(a.step_timeout),
+    }
+    (out / "config.sh").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in config.items()))
+    first_append = " ".join(["console=ttyS0", f"crashkernel={a.crashkernel}", "panic=5", "e2e=first", *paging])
+    cpu = "max" if a.paging == 5 else "max,la57=off"
+    cmd = [
+        "qemu-system-x86_64",
+        "-accel", "tcg",
+        "-cpu", cpu,
+        "-smp", str(a.smp),
+        "-m", a.mem,
+        "-nographic", "-monitor", "none",
+        "-no-reboot",
+        "-kernel", str(vmlinuz),
+        "-initrd", str(initrd),
+        "-append", first_append,
+        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        "-virtfs", f"local,path={out},mount_tag=e2eout,security_model=none,multidevs=remap",
+    ]  # fmt: skip
+    (out / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
+    print(f"e2e: {release}, {a.paging}-level paging, crashkernel={a.crashkernel}, vmcorepack {a.args}", file=sys.stderr)
+    print(f"e2e: booting QEMU (log {out / 'serial.log'}, limit {a.timeout:.0f} s)", file=sys.stderr)
+    q = run_qemu(cmd, out / "serial.log", a.timeout)
+    first, cap = _read_env(out / "first.env"), _read_env(out / "capture.env")
+    ev = q["events"]
+    report: dict[str, Any] = {
+        "kernel": release,
+        "package": pkg,
+        "paging": a.paging,
+        "crashkernel": a.crashkernel,
+        "args": a.args,
+        "mem": a.mem,
+        "qemu": q,
+        "first": first,
+        "capture": cap,
+        "timings": {
+            "first_boot_to_init_s": ev.get("first_kernel_up"),
+            "crash_at_s": ev.get("crash"),
+            "capture_boot_s": (
+                round(ev["capture_up"] - ev["crash"], 2) if "capture_up" in ev and "crash" in ev else None
+            ),
+            "capture_total_s": (
+                round(ev["capture_done"] - ev["crash"], 2) if "capture_done" in ev and "crash" in ev else None
+            ),
+        },
+        "vmcorepack": _read_json(out / "vmcorepack.json"),
+        "makedumpfile": _read_json(out / "makedumpfile.json"),
+        "elfcopy": _read_json(out / "elfcopy.json"),
+        "sizes": {p.name: p.stat().st_size for p in sorted(out.glob("*.kdump")) if p.is_file()},
+    }
+    if (out / "vmcore.elf").exists():
+        report["sizes"]["vmcore.elf"] = (out / "vmcore.elf").stat().st_size
+    print(f"e2e: QEMU exit {q['rc']} after {q['wall_s']} s{' (TIMED OUT)' if q['timed_out'] else ''}", file=sys.stderr)
+    vp = report["vmcorepack"]
+    if vp:
+        print(
+            f"e2e: vmcorepack in the capture kernel: rc {vp['rc']}, {vp['wall_s']} s,"
+            f" maxrss {vp['maxrss_kib']} KiB, tree peak {vp['tree_rss_peak_kib']} KiB,"
+            f" MemAvailable {vp['mem_available_start_kib']} -> min {vp['mem_available_min_kib']} KiB",
+            file=sys.stderr,
+        )
+    checks: list[dict[str, Any]] = []
+    checks.append(_check("capture ran", bool(cap), f"capture.env {'present' if cap else 'missing'}"))
+    la57 = first.get("cpu_la57")
+    checks.append(_check("paging mode", la57 == ("1" if a.paging == 5 else "0"), f"la57 in guest cpuinfo: {la57}"))
+    if vp is not None:
+        checks.append(_check("vmcorepack exit", vp["rc"] == 0, f"rc {vp['rc']}"))
+    if cap and not a.no_verify:
+        print("e2e: verifying on the host", file=sys.stderr)
+        checks.extend(verify(out, release, shlex.split(a.args), has_mdf))
+    report["checks"] = checks
+    report["ok"] = bool(checks) and all(c["ok"] for c in checks)
+    if a.keep_fixture and (out / "vmcore.elf").exists():
+        a.keep_fixture.mkdir(parents=True, exist_ok=True)
+        stem = f"vmcore-{release}-p{a.paging}"
+        dst = a.keep_fixture / f"{stem}.elf.zst"
+        subprocess.run(["zstd", "-q", "-f", "-T0", "-6", str(out / "vmcore.elf"), "-o", str(dst)], check=True)
+        (a.keep_fixture / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+        report["fixture"] = str(dst)
+        print(f"e2e: fixture {dst} ({dst.stat().st_size} bytes)", file=sys.stderr)
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"e2e: {'PASS' if report['ok'] else 'FAIL'} ({out / 'report.json'})", file=sys.stderr)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except E2EError as e:
+        print(f"e2e: {e}", file=sys.stderr)
+        sys.exit(2)

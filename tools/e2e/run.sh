@@ -1,0 +1,6 @@
+#!/bin/sh
+# Run the whole kdump-under-QEMU loop and print the verification report (see README.md, "End-to-end").
+#   tools/e2e/run.sh [--kernel 6.1|6.12] [--paging 4|5] [--crashkernel 256M] [--args "-l -d 31"] [--keep-fixture DIR]
+set -eu
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+exec "$repo/.venv/bin/python" "$repo/tools/e2e/kdump_qemu.py" "$@"
