@@ -17,11 +17,12 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from vmcorepack import __version__, codecs, dmesg, elfout, pipeline, reader, sources, split, streams, writer
+from vmcorepack import __version__, codecs, dmesg, elfout, pipeline, reader, refilter, sources, split, streams, writer
 from vmcorepack import info as dumpinfo
 from vmcorepack import verify as dumpverify
-from vmcorepack.constants import MAX_DUMP_LEVEL
+from vmcorepack.constants import DISKDUMP_SIGNATURE, KDUMP_SIGNATURE, MAX_DUMP_LEVEL
 from vmcorepack.errors import IncompleteDumpError, OutputError, UsageError, VmcorepackError
+from vmcorepack.formats import flat
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -220,6 +221,15 @@ def _err(msg: str) -> None:
 def _open_source(args: argparse.Namespace, path: str) -> sources.Source:
     if args.raw:
         return sources.open_raw(path, args.phys_start, args.page_size, args.vmcoreinfo, _mmap_choice(args))
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(16)
+    except OSError:
+        prefix = b""
+    if prefix[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE) or flat.is_flat_header(prefix) or streams.detect(prefix):
+        # An existing dump: re-filter and/or recompress it (makedumpfile's
+        # flag_refiltering), the new level OR-ed with the recorded one.
+        return refilter.KdumpSource(path)
     return sources.open_elf(path, args.vmcoreinfo, _mmap_choice(args))
 
 
@@ -390,6 +400,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     out_stream = sys.stderr if args.flat else sys.stdout
     source = _open_source(args, args.files[0])
+    if isinstance(source, refilter.KdumpSource):
+        levels = [lv | source.recorded_level for lv in levels]
     cycle = args.cyclic_buffer * 1024 * 8 if args.cyclic_buffer else pipeline.DEFAULT_CYCLE_PFNS
     prog = _Progress(sys.stderr, bool(msg_level & ML_PROGRESS) and not args.dry_run)
     opts = pipeline.PackOptions(

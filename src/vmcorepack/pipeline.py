@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from vmcorepack import bitmap
-from vmcorepack.codecs import Codec, get_codec
+from vmcorepack.codecs import Codec, decode_page, get_codec
 from vmcorepack.constants import DumpLevel
 from vmcorepack.errors import (
     DiskFullError,
@@ -374,6 +374,63 @@ class _Job:
     zero_offset: int
     table_offset: int
     stream: bool
+    passthrough: bool = False
+
+
+def encode_stored(
+    stored: tuple[np.ndarray, list[bytes], np.ndarray], page_size: int, codec: Codec, share_zero: bool
+) -> EncodedChunk:
+    """Encode pages of an input dump, keeping stored bytes that are already in ``codec``.
+
+    A page stored with the output codec is copied as it is: makedumpfile's
+    writer would produce the same bytes from the decoded page (same codec,
+    level and library).  Raw pages are compressed, pages of another codec are
+    decoded and compressed; shared-zero pages stay shared.
+
+    Args:
+        stored: ``Source.stored_pages`` result.
+        page_size: Page size.
+        codec: Output codec.
+        share_zero: Output level has bit 1.
+
+    Returns:
+        The encoded chunk.
+    """
+    flags_in, data_in, zero_in = stored
+    n = len(data_in)
+    ps = page_size
+    descs = np.zeros(n, kdump.PAGE_DESC)
+    is_zero = zero_in & share_zero
+    parts: list[bytes] = []
+    sizes = np.full(n, ps, np.uint32)
+    flags = np.zeros(n, np.uint32)
+    compressed = 0
+    for i in np.flatnonzero(~is_zero).tolist():
+        f = int(flags_in[i])
+        if zero_in[i]:
+            page = bytes(ps)
+        elif f == codec.flag and f != 0:
+            parts.append(data_in[i])
+            sizes[i] = len(data_in[i])
+            flags[i] = f
+            compressed += 1
+            continue
+        else:
+            page = data_in[i] if f == 0 else decode_page(f, data_in[i], ps)
+        c = codec.compress(page) if codec.flag else page
+        if codec.flag and len(c) < ps:
+            parts.append(c)
+            sizes[i] = len(c)
+            flags[i] = codec.flag
+            compressed += 1
+        else:
+            parts.append(page)
+    stored_sizes = np.where(is_zero, 0, sizes).astype(np.int64)
+    rel = np.cumsum(stored_sizes) - stored_sizes
+    descs["offset"] = np.where(is_zero, -1, rel)
+    descs["size"] = sizes
+    descs["flags"] = flags
+    return EncodedChunk(descs, parts, int(is_zero.sum()), compressed)
 
 
 def run_task(job: _Job, seq: Sequencer | None, task: Task, state: dict[str, int]) -> ChunkDone:
@@ -389,10 +446,14 @@ def run_task(job: _Job, seq: Sequencer | None, task: Task, state: dict[str, int]
         The chunk's report.
     """
     bad: list[int] = []
-    raw = read_pfns(job.source, task.pfns, bad)
-    skip = np.isin(task.pfns, np.array(bad, np.int64)) if bad else None
-    enc = encode_chunk(raw, job.source.page_size, job.codec, job.share_zero, skip)
-    del raw
+    stored = job.source.stored_pages(task.pfns) if job.passthrough else None
+    if stored is not None:
+        enc = encode_stored(stored, job.source.page_size, job.codec, job.share_zero)
+    else:
+        raw = read_pfns(job.source, task.pfns, bad)
+        skip = np.isin(task.pfns, np.array(bad, np.int64)) if bad else None
+        enc = encode_chunk(raw, job.source.page_size, job.codec, job.share_zero, skip)
+        del raw
     off = enc.descs["offset"]
     size = len(enc.data) if isinstance(enc.data, bytes) else int(enc.descs["size"][off >= 0].sum())
     descs = enc.descs
@@ -585,6 +646,10 @@ def compute_bitmaps(
     for s, e in _cycles(max_mapnr, cycle_pfns):
         b1 = bitmap.first_bitmap(source.segments, source.page_size, max_mapnr, s, e, round_up)
         b2 = flt.second_bitmap(s, e) & b1
+        kept = source.dumpable_mask(s, e)
+        if kept is not None:
+            # Re-filtering a dump: what it already dropped stays dropped.
+            b2 &= kept
         ram += int(b1.sum())
         dumpable += int(b2.sum())
         bm2[s // 8 : s // 8 + -(-(e - s) // 8)] = bitmap.pack(b2)
@@ -736,7 +801,10 @@ def write_dump(
             # One raw zero page first in the data region (§5.4).
             out.pwrite(bytes(geo.block_size), first)
             first += geo.block_size
-        job = _Job(source, out, codec, share_zero, geo.data_offset, geo.table_offset, options.flat)
+        # Pages of an input dump are copied as stored unless a shared zero page
+        # must be found among pages that the input stored as data.
+        passthrough = not share_zero or bool(getattr(source, "recorded_level", 0) & DumpLevel.ZERO)
+        job = _Job(source, out, codec, share_zero, geo.data_offset, geo.table_offset, options.flat, passthrough)
         tasks = _chunks(bm2, source.max_mapnr, options.cycle_pfns, options.chunk_pages, lo, hi)
         end = _run_tasks(job, tasks, first, part_pages, options, result)
         if result.unreadable and isinstance(out, FileOutput) and part is None:

@@ -105,6 +105,14 @@ class FlatFile(RandomAccess):
         """
         self.path = path
         self.fd = os.open(path, os.O_RDONLY)
+        try:
+            self._index(path)
+        except BaseException:
+            # A malformed stream must not leak the descriptor (found by fuzzing).
+            os.close(self.fd)
+            raise
+
+    def _index(self, path: str) -> None:
         file_size = os.fstat(self.fd).st_size
         flat.check_flat_header(os.pread(self.fd, FLAT_HEADER_SIZE, 0), path)
         pos = FLAT_HEADER_SIZE
@@ -442,6 +450,17 @@ class KdumpReader:
         if len(raw) < count * item:
             raw = raw.ljust(count * item, b"\0")
         return np.frombuffer(raw, kdump.PAGE_DESC)
+
+    def table_index(self, pfn: int) -> int:
+        """Index in this file's page_desc table of the descriptor of ``pfn`` (if dumpable).
+
+        Args:
+            pfn: Page frame number.
+
+        Returns:
+            The table index (2nd-bitmap bits before ``pfn``, from this part's start).
+        """
+        return self._rank(pfn) - self._rank_base
 
     def descriptor(self, pfn: int) -> np.void:
         """Return the descriptor of ``pfn`` (which must be dumpable)."""

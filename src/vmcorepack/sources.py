@@ -485,6 +485,14 @@ class Source:
             parts.append(self._read_bytes(foff, (b - a) * ps))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def dumpable_mask(self, start: int, end: int) -> np.ndarray | None:
+        """Pages an input still has in ``[start, end)``, if it dropped some (a dump); else None."""
+        return None
+
+    def stored_pages(self, pfns: np.ndarray) -> tuple[np.ndarray, list[bytes], np.ndarray] | None:
+        """The pages as an input dump stores them (flags, bytes, zero mask); None for memory images."""
+        return None
+
     def read_pages(self, start_pfn: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
         """Read ``count`` pages from ``start_pfn`` into a ``(count, page_size)`` uint8 array.
 

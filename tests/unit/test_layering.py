@@ -20,6 +20,7 @@ LAYERS = {
     "dmesg": 3,
     "writer": 4,
     "reader": 4,
+    "refilter": 4,
     "pipeline": 5,
     "verify": 5,
     "fixtures": 5,
