@@ -14,12 +14,14 @@ The oracle: a target may raise only :class:`vmcorepack.errors.VmcorepackError`
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
 import io
 import os
 import resource
+import shutil
 import struct
 import tempfile
 import traceback
@@ -30,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from vmcorepack import cli, reader, sources
+from vmcorepack import cli, fixtures, reader, sources
 from vmcorepack.constants import DumpStatus
 from vmcorepack.errors import VmcorepackError
 from vmcorepack.formats import elf, flat, kdump
@@ -377,16 +379,27 @@ VMCOREINFO_VALUES = (
 )
 
 
-def vmcoreinfo_seed() -> str:
-    """The VMCOREINFO text of filt.vmcore (the seed of the text mutations)."""
-    with sources.open_elf(str(VECTORS / "filt.vmcore")) as s:
+@functools.cache
+def sparse_vmcore() -> Path:
+    """A 16 MiB generated SPARSEMEM_EXTREME vmcore (6.1 struct page), built once per process."""
+    d = tempfile.mkdtemp(prefix="vmcorepack-fuzz-sparse-")
+    atexit.register(shutil.rmtree, d, True)
+    path = Path(d) / "sparse.vmcore"
+    fixtures.build(fixtures.FixtureSpec(size_bytes=16 << 20, seed=1), path)
+    return path
+
+
+def vmcoreinfo_seed(base: str = "filt") -> str:
+    """The VMCOREINFO text of filt.vmcore (FLATMEM) or of :func:`sparse_vmcore`."""
+    path = sparse_vmcore() if base == "sparse" else VECTORS / "filt.vmcore"
+    with sources.open_elf(str(path)) as s:
         assert s.vmcoreinfo is not None
         return s.vmcoreinfo.raw.decode()
 
 
 @functools.cache
-def _vmcoreinfo_lines() -> tuple[str, ...]:
-    return tuple(vmcoreinfo_seed().splitlines())
+def _vmcoreinfo_lines(base: str) -> tuple[str, ...]:
+    return tuple(vmcoreinfo_seed(base).splitlines())
 
 
 EXTRA_KEYS = (
@@ -417,9 +430,9 @@ EXTRA_KEYS = (
 )
 
 
-def mutate_vmcoreinfo(ch: Chooser, max_ops: int = 5) -> bytes:
-    """Return filt.vmcore's VMCOREINFO with line-level and byte-level edits."""
-    lines = list(_vmcoreinfo_lines())
+def mutate_vmcoreinfo(ch: Chooser, max_ops: int = 5, base: str = "filt") -> bytes:
+    """Return the VMCOREINFO of :func:`vmcoreinfo_seed` with line-level and byte-level edits."""
+    lines = list(_vmcoreinfo_lines(base))
     for _ in range(ch.integer(1, max_ops)):
         op = ch.integer(0, 6)
         if op <= 2 and lines:
@@ -662,6 +675,12 @@ def target_cli_vmcoreinfo(data: bytes, work: Path, options: Sequence[str] = ("-d
     _check_cli([*options, "-i", vi, str(VECTORS / "filt.vmcore")], work / "out.kdump")
 
 
+def target_cli_sparse(data: bytes, work: Path, options: Sequence[str] = ("-d", "31")) -> None:
+    """Pack the generated SPARSEMEM image with mutated VMCOREINFO given by ``-i``."""
+    vi = _write(work, "vmcoreinfo.txt", data)
+    _check_cli([*options, "-i", vi, str(sparse_vmcore())], work / "out.kdump")
+
+
 def corpus_target(target: str) -> list[Callable[[bytes, Path], None]]:
     """The functions that replay a corpus file of ``target`` (the CLI ones under every option set)."""
     simple: dict[str, Callable[[bytes, Path], None]] = {
@@ -674,7 +693,7 @@ def corpus_target(target: str) -> list[Callable[[bytes, Path], None]]:
     }
     if target in simple:
         return [simple[target]]
-    base = {"cli": target_cli, "cli_vmcoreinfo": target_cli_vmcoreinfo}[target]
+    base = {"cli": target_cli, "cli_vmcoreinfo": target_cli_vmcoreinfo, "cli_sparse": target_cli_sparse}[target]
     return [functools.partial(base, options=o) for o in CLI_OPTIONS]
 
 
@@ -684,17 +703,27 @@ def run_target(target: Callable[[bytes, Path], None], data: bytes, work: Path) -
     Raises:
         Finding: Anything but success or a VmcorepackError, chained to the cause.
     """
+    fds = _open_fds()
     try:
         with alloc_guard():
             target(data, work)
     except VmcorepackError:
-        return
+        pass
     except Finding:
         raise
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise
         raise Finding(signature(e)) from e
+    if _open_fds() > fds:
+        raise Finding("file descriptor leaked")
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
 
 
 def scratch() -> tempfile.TemporaryDirectory[str]:

@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import gzip
 import hashlib
+import os
 import random
 import re
 import resource
@@ -32,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-TARGETS = ("elf", "notes", "vmcoreinfo", "kdump", "split", "flat", "cli", "cli_vmcoreinfo")
+TARGETS = ("elf", "notes", "vmcoreinfo", "kdump", "split", "flat", "cli", "cli_vmcoreinfo", "cli_sparse")
 
 
 class Timeout(Exception):
@@ -46,8 +47,9 @@ def _on_alarm(signum: int, frame: object) -> None:
 def make_input(fz: object, target: str, ch: object) -> tuple[bytes, Callable[[bytes, Path], None]]:
     """Draw one input for ``target`` and the function that runs it."""
     f = fz  # the fuzzlib module
-    if target in ("vmcoreinfo", "cli_vmcoreinfo"):
-        data = f.mutate_vmcoreinfo(ch)  # type: ignore[attr-defined]
+    if target in ("vmcoreinfo", "cli_vmcoreinfo", "cli_sparse"):
+        base = "sparse" if target == "cli_sparse" or ch.integer(0, 1) else "filt"  # type: ignore[attr-defined]
+        data = f.mutate_vmcoreinfo(ch, base=base)  # type: ignore[attr-defined]
     else:
         kind = {"cli": "elf", "split": "split"}.get(target, target)
         data = f.mutate(ch, kind, ch.pick(f.SEEDS[kind]))  # type: ignore[attr-defined]
@@ -60,11 +62,7 @@ def make_input(fz: object, target: str, ch: object) -> tuple[bytes, Callable[[by
         "flat": f.target_flat,  # type: ignore[attr-defined]
     }.get(target)
     if fn is None:
-        options = ch.pick(f.CLI_OPTIONS)  # type: ignore[attr-defined]
-        base = f.target_cli if target == "cli" else f.target_cli_vmcoreinfo  # type: ignore[attr-defined]
-
-        def fn(b: bytes, w: Path) -> None:
-            base(b, w, options)
+        fn = f.corpus_target(target)[ch.integer(0, len(f.CLI_OPTIONS) - 1)]  # type: ignore[attr-defined]
 
     return data, fn
 
@@ -151,27 +149,25 @@ def run_atheris(args: argparse.Namespace, stats: Stats) -> None:
     tmp = fuzzlib.scratch()
     work = Path(tmp.name)
     targets = stats.targets
+    t0 = time.monotonic()
+    end = t0 + args.seconds
 
     def one(buf: bytes) -> None:
+        if time.monotonic() >= end:
+            # libFuzzer leaves with _exit (no atexit): report here.
+            print(stats.report(time.monotonic() - t0), flush=True)
+            tmp.cleanup()
+            os._exit(0)
         fdp = atheris.FuzzedDataProvider(buf)
         ch = fuzzlib.AtherisChooser(fdp)
         stats.one(fuzzlib, targets[fdp.ConsumeIntInRange(0, len(targets) - 1)], ch, work)
 
-    t0 = time.monotonic()
-    cap = fuzzlib.memory_cap(args.memory << 20)
-    cap.__enter__()
-
-    def done() -> None:
-        print(stats.report(time.monotonic() - t0), flush=True)
-
-    import atexit
-
-    atexit.register(done)
-    atheris.Setup(
-        [sys.argv[0], f"-max_total_time={int(args.seconds)}", f"-seed={args.seed}", "-print_final_stats=1"],
-        one,
-    )
-    atheris.Fuzz()
+    with fuzzlib.memory_cap(args.memory << 20):
+        atheris.Setup(
+            [sys.argv[0], f"-max_total_time={int(args.seconds) + 60}", f"-seed={args.seed}", "-print_final_stats=1"],
+            one,
+        )
+        atheris.Fuzz()
 
 
 def main() -> int:
@@ -196,10 +192,12 @@ def main() -> int:
     if args.engine == "atheris":
         run_atheris(args, stats)
         return 0
-    with contextlib.suppress(KeyboardInterrupt):
-        run_random(args, stats)
-    print(stats.report(time.monotonic() - t0), flush=True)
-    return 0
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            run_random(args, stats)
+    finally:
+        print(stats.report(time.monotonic() - t0), flush=True)
+    return 1 if stats.findings else 0
 
 
 if __name__ == "__main__":

@@ -248,6 +248,13 @@ class MemMap:
         sec_size = vi.require("SIZE", "mem_section")
         map_off = vi.require("OFFSET", "mem_section.section_mem_map")
         sym = vi.require("SYMBOL", "mem_section")
+        if not page_shift <= section_bits <= physmem_bits <= 64 or not map_off + 8 <= sec_size <= ps:
+            # Hostile values would shift by a negative count or divide by zero below.
+            raise VmcoreinfoError(
+                "NUMBER(SECTION_SIZE_BITS)",
+                f"VMCOREINFO SECTION_SIZE_BITS={section_bits}, MAX_PHYSMEM_BITS={physmem_bits}, "
+                f"SIZE(mem_section)={sec_size}, OFFSET(mem_section.section_mem_map)={map_off} are inconsistent",
+            )
         pfn_shift = section_bits - page_shift
         per_section = 1 << pfn_shift
         nr_mem_sections = 1 << (physmem_bits - section_bits)
