@@ -233,6 +233,36 @@ def _bitmap_diff(ours: Path, other: Path) -> dict[str, Any]:
     return out
 
 
+def classify_pfns(elf: Path, pfns: Any, window: int = 1 << 16) -> dict[str, int]:
+    """Count ``pfns`` by the dump-level bit for which vmcorepack's filter drops them."""
+    import numpy as np
+
+    from vmcorepack.filter import PageFilter
+    from vmcorepack.sources import open_elf
+
+    pfns = np.asarray(pfns, np.int64)
+    counts: dict[str, int] = {}
+    if len(pfns) == 0:
+        return counts
+    left = np.ones(len(pfns), bool)
+    with open_elf(str(elf)) as src:
+        for bit, kind in ((16, "free"), (1, "zero"), (2, "cache"), (4, "cache_private"), (8, "user")):
+            flt = PageFilter(src, bit)
+            dropped = np.zeros(len(pfns), bool)
+            for s in range(0, int(pfns.max()) + 1, window):
+                sel = (pfns >= s) & (pfns < s + window)
+                if sel.any():
+                    keep = flt.second_bitmap(s, s + window)
+                    dropped[sel] = ~keep[pfns[sel] - s]
+            hit = dropped & left
+            if hit.any():
+                counts[kind] = int(hit.sum())
+            left &= ~dropped
+    if left.any():
+        counts["kept by every bit"] = int(left.sum())
+    return counts
+
+
 def verify(out: Path, release: str, args: list[str], has_mdf: bool) -> list[dict[str, Any]]:
     """Check the capture run's dump against its ELF copy with every reader; one dict per check."""
     dump, elf = out / "dump.kdump", out / "vmcore.elf"
@@ -315,6 +345,19 @@ def verify(out: Path, release: str, args: list[str], has_mdf: bool) -> list[dict
                 else f"bitmap2 ours {b2['set'][0]} vs makedumpfile {b2['set'][1]}: {b2['only_first']} only ours,"
                 f" {b2['only_second']} only makedumpfile; bitmap1 equal={d['bitmap1']['equal']}"
             )
+            if not ok:
+                _, m2, _ = _bitmaps(mdf)
+                _, o2, _ = _bitmaps(dump)
+                import numpy as np
+
+                ua, ub = np.unpackbits(o2, bitorder="little"), np.unpackbits(m2, bitorder="little")
+                n = min(len(ua), len(ub))
+                d["only_makedumpfile_kinds"] = classify_pfns(elf, np.flatnonzero(ub[:n] & ~ua[:n]))
+                d["only_vmcorepack_kinds"] = classify_pfns(elf, np.flatnonzero(ua[:n] & ~ub[:n]))
+                detail += (
+                    f"; kept only by makedumpfile, by the level bit vmcorepack drops them for:"
+                    f" {d['only_makedumpfile_kinds']}; kept only by vmcorepack: {d['only_vmcorepack_kinds']}"
+                )
             checks.append(_check("bitmaps vmcorepack == makedumpfile", ok, detail, diff=d))
             same = subprocess.run(["cmp", "-s", str(dump), str(mdf)], check=False).returncode == 0
             info = "byte-identical" if same else f"differ ({dump.stat().st_size} vs {mdf.stat().st_size} bytes)"
@@ -353,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="run directory (default .cache/e2e/runs/KERNEL-pPAGING-CK)")
     p.add_argument("--keep-fixture", type=Path, metavar="DIR", help="keep the ELF vmcore as DIR/*.elf.zst")
     p.add_argument("--no-verify", action="store_true", help="capture only")
+    p.add_argument("--reverify", action="store_true", help="no QEMU: verify the outputs of the last run again")
     a = p.parse_args(argv)
 
     for tool in ("qemu-system-x86_64", "apt-get", "dpkg-deb"):
@@ -368,9 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     release, vmlinuz, moddir = fetch_kernel(pkg)
     initrd = build_initramfs(release, moddir)
     out: Path = (a.out or CACHE / "runs" / f"{release}-p{a.paging}-ck{a.crashkernel}").resolve()
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    os.chmod(out, 0o777)
+    if not a.reverify:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        os.chmod(out, 0o777)
 
     paging = [] if a.paging == 5 else ["no5lvl"]
     capture_append = " ".join(
@@ -391,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         "E2E_TMPFS_MB": str(a.tmpfs_mb),
         "E2E_STEP_TIMEOUT": str(a.step_timeout),
     }
-    (out / "config.sh").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in config.items()))
+    if not a.reverify:
+        (out / "config.sh").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in config.items()))
     first_append = " ".join(["console=ttyS0", f"crashkernel={a.crashkernel}", "panic=5", "e2e=first", *paging])
     cpu = "max" if a.paging == 5 else "max,la57=off"
     cmd = [
@@ -411,7 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     print(f"e2e: {release}, {a.paging}-level paging, crashkernel={a.crashkernel}, vmcorepack {a.args}", file=sys.stderr)
     print(f"e2e: booting QEMU (log {out / 'serial.log'}, limit {a.timeout:.0f} s)", file=sys.stderr)
-    q = run_qemu(cmd, out / "serial.log", a.timeout)
+    if a.reverify:
+        no_run = {"rc": None, "wall_s": 0, "timed_out": False, "events": {}}
+        q = (_read_json(out / "report.json") or {}).get("qemu") or no_run
+    else:
+        q = run_qemu(cmd, out / "serial.log", a.timeout)
     first, cap = _read_env(out / "first.env"), _read_env(out / "capture.env")
     ev = q["events"]
     report: dict[str, Any] = {
