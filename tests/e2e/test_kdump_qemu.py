@@ -48,8 +48,16 @@ def test_kdump_capture_under_qemu(tmp_path: Path) -> None:
     )
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else None
     assert report is not None, r.stderr[-4000:]
-    failed = [c for c in report["checks"] if not c["ok"]]
-    assert r.returncode == 0 and not failed, (failed, r.stderr[-4000:])
-    names = {c["name"] for c in report["checks"]}
-    assert {"vmcorepack --verify", "libkdumpfile pages", "drgn pages", "bitmaps capture == host"} <= names
+    checks = {c["name"]: c for c in report["checks"]}
+    required = ["capture ran", "paging mode", "vmcorepack exit", "vmcorepack --verify", "libkdumpfile pages"]
+    required += ["drgn pages", "crash --osrelease", "bitmaps capture == host"]
+    if report["kernel"].startswith("6.1.") and shutil.which("makedumpfile"):
+        # Debian's makedumpfile 1.7.2 knows 6.1's page flags; on 6.12 it differs (README.md).
+        required.append("bitmaps vmcorepack == makedumpfile")
+    failed = {
+        name: checks.get(name, {"detail": "not run"})["detail"]
+        for name in required
+        if not checks.get(name, {}).get("ok")
+    }
+    assert not failed, (failed, r.stderr[-4000:])
     assert report["vmcorepack"]["rc"] == 0
