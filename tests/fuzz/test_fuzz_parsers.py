@@ -48,19 +48,19 @@ def _fuzz_bytes(kind: str, target: Callable[[bytes, Path], None], data: st.DataO
     run_target(target, mutate(ch, kind, name), work)
 
 
-@_settings(1600)
+@_settings(1000)
 @given(data=st.data())
 def test_fuzz_elf(data: st.DataObject, work: Path) -> None:
     _fuzz_bytes("elf", fuzzlib.target_elf, data, work)
 
 
-@_settings(1600)
+@_settings(1200)
 @given(data=st.data())
 def test_fuzz_notes(data: st.DataObject, work: Path) -> None:
     _fuzz_bytes("notes", fuzzlib.target_notes, data, work)
 
 
-@_settings(1600)
+@_settings(1000)
 @given(data=st.data())
 def test_fuzz_vmcoreinfo_text(data: st.DataObject, work: Path) -> None:
     ch = HypothesisChooser(data)
@@ -73,19 +73,19 @@ def test_fuzz_vmcoreinfo_binary(raw: bytes, work: Path) -> None:
     run_target(fuzzlib.target_vmcoreinfo, raw, work)
 
 
-@_settings(2000)
+@_settings(1200)
 @given(data=st.data())
 def test_fuzz_kdump(data: st.DataObject, work: Path) -> None:
     _fuzz_bytes("kdump", fuzzlib.target_kdump, data, work)
 
 
-@_settings(1000)
+@_settings(800)
 @given(data=st.data())
 def test_fuzz_split(data: st.DataObject, work: Path) -> None:
     _fuzz_bytes("split", fuzzlib.target_kdump, data, work)
 
 
-@_settings(1200)
+@_settings(800)
 @given(data=st.data())
 def test_fuzz_flat(data: st.DataObject, work: Path) -> None:
     _fuzz_bytes("flat", fuzzlib.target_flat, data, work)
@@ -108,7 +108,7 @@ def test_fuzz_cli_vmcoreinfo(data: st.DataObject, work: Path) -> None:
     run_target(lambda b, w: fuzzlib.target_cli_vmcoreinfo(b, w, options), mutate_vmcoreinfo(ch), work)  # type: ignore[arg-type]
 
 
-@_settings(300)
+@_settings(150)
 @given(data=st.data())
 def test_fuzz_cli_sparse(data: st.DataObject, work: Path) -> None:
     ch = HypothesisChooser(data)
