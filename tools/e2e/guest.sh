@@ -81,7 +81,8 @@ run() {  # run NAME COMMAND...: measured, output in /mnt/NAME.{log,json}
     name=$1
     shift
     note "$name: $*"
-    timeout -s KILL "$E2E_STEP_TIMEOUT" $py "$e2e/peakmem.py" "/mnt/$name.json" -- "$@" > "/mnt/$name.log" 2>&1
+    PEAKMEM_TIMEOUT=$E2E_STEP_TIMEOUT timeout -s KILL $((E2E_STEP_TIMEOUT + 60)) \
+        $py "$e2e/peakmem.py" "/mnt/$name.json" -- "$@" > "/mnt/$name.log" 2>&1
     rc=$?
     kv "${name}_rc" $rc
     note "$name: exit $rc, $(tail -n 1 "/mnt/$name.log")"

@@ -509,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
             f" MemAvailable {vp['mem_available_start_kib']} -> min {vp['mem_available_min_kib']} KiB",
             file=sys.stderr,
         )
+    dmesg = (out / "capture.dmesg").read_text(errors="replace") if (out / "capture.dmesg").exists() else ""
+    report["capture_oom_kills"] = [ln.strip() for ln in dmesg.splitlines() if "Killed process" in ln]
+    for ln in report["capture_oom_kills"]:
+        print(f"e2e: capture kernel OOM: {ln}", file=sys.stderr)
+    if vp and vp.get("timed_out"):
+        print(f"e2e: vmcorepack killed after --step-timeout {a.step_timeout} s", file=sys.stderr)
     checks: list[dict[str, Any]] = []
     checks.append(_check("capture ran", bool(cap), f"capture.env {'present' if cap else 'missing'}"))
     la57 = first.get("cpu_la57")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import sys
 import time
 
@@ -61,11 +62,13 @@ def main(argv: list[str]) -> int:
         return 2
     out_path, cmd = argv[1], argv[3:]
     interval = float(os.environ.get("PEAKMEM_INTERVAL", "0.25"))
+    limit = float(os.environ.get("PEAKMEM_TIMEOUT", "0")) or None
     avail0 = _mem_available()
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
         try:
+            os.setpgid(0, 0)
             os.execvp(cmd[0], cmd)
         finally:
             os._exit(127)
@@ -74,10 +77,19 @@ def main(argv: list[str]) -> int:
     avail_min = avail0
     samples = 0
     status = 0
+    timed_out = False
     while True:
         done, status, _ = os.wait4(pid, os.WNOHANG)
         if done:
             break
+        if limit is not None and not timed_out and time.monotonic() - t0 > limit:
+            # Too slow (e.g. thrashing in a too-small crashkernel): kill the whole tree.
+            timed_out = True
+            print(f"peakmem: {cmd[0]}: still running after {limit:.0f} s, killing it", file=sys.stderr)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         tree = _tree(pid)
         rss_peak = max(rss_peak, sum(st.get("VmRSS", 0) for st in tree.values()))
         for p, st in tree.items():
@@ -91,6 +103,7 @@ def main(argv: list[str]) -> int:
     result = {
         "command": cmd,
         "rc": rc,
+        "timed_out": timed_out,
         "wall_s": round(wall, 3),
         "user_s": round(ru.ru_utime, 3),
         "sys_s": round(ru.ru_stime, 3),
