@@ -19,6 +19,7 @@ chunk order and every chunk's bytes depend only on its pages.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing as mp
 import multiprocessing.synchronize
 import os
@@ -47,7 +48,7 @@ from vmcorepack.writer import DumpPlan, FileOutput, FlatOutput, Output, make_pla
 Progress = Callable[[int, int], None]
 
 #: pfns per cycle when not given: a multiple of 8 so bitmap slices are whole bytes.
-DEFAULT_CYCLE_PFNS = 1 << 22
+DEFAULT_CYCLE_PFNS = 1 << 20
 #: Dumpable pages per worker chunk (2 MiB of 4 KiB pages: a worker holds a few copies).
 DEFAULT_CHUNK_PAGES = 512
 #: How long a worker may wait for its turn before the run is declared stuck.
@@ -179,51 +180,84 @@ class EncodedChunk:
     compressed: int
 
 
+@functools.lru_cache(maxsize=8)
+def _encoded_zero_page(codec: Codec, page_size: int) -> bytes:
+    """How ``codec`` stores an all-zero page (levels without bit 1 store each one)."""
+    page = bytes(page_size)
+    c = codec.compress(page) if codec.flag else page
+    return c if codec.flag and len(c) < page_size else page
+
+
 def encode_chunk(
-    raw: bytes, page_size: int, codec: Codec, share_zero: bool, skip: np.ndarray | None = None
+    raw: bytes,
+    page_size: int,
+    codec: Codec,
+    share_zero: bool,
+    skip: np.ndarray | None = None,
+    known_zero: np.ndarray | None = None,
 ) -> EncodedChunk:
     """Encode pages as makedumpfile does (docs/kdump-format.md §5.3).
 
     Args:
-        raw: Concatenated pages.
+        raw: The pages that are not known to be zero, concatenated.
         page_size: Page size.
         codec: Codec.
         share_zero: Dump level has bit 1: all-zero pages use the shared zero page.
         skip: Pages to leave out (unreadable): no data, an all-zero descriptor.
+        known_zero: Pages known to be zero without being read (holes of a
+            sparse input); ``raw`` holds only the others.
 
     Returns:
         The encoded chunk.
     """
     ps = page_size
-    n = len(raw) // ps
+    m = len(raw) // ps
+    known = known_zero if known_zero is not None else np.zeros(m, bool)
+    n = len(known)
+    data_idx = np.flatnonzero(~known)  # page index of each page in raw
     descs = np.zeros(n, kdump.PAGE_DESC)
-    is_zero = zero_mask(raw, ps) if share_zero else np.zeros(n, bool)
-    if skip is not None:
-        is_zero &= ~skip
+    left_out = skip if skip is not None else np.zeros(n, bool)
+    zero_raw = zero_mask(raw, ps) if share_zero and m else np.zeros(m, bool)
+    is_zero = np.zeros(n, bool)
+    if share_zero:
+        is_zero[known] = True
+        is_zero[data_idx] = zero_raw
+        is_zero &= ~left_out
     sizes = np.full(n, ps, np.uint32)
     flags = np.zeros(n, np.uint32)
-    left_out = skip if skip is not None else np.zeros(n, bool)
-    todo = np.flatnonzero(~is_zero & ~left_out)
+    todo_pos = np.flatnonzero(~zero_raw & ~left_out[data_idx])  # positions in raw
+    todo = data_idx[todo_pos]
+    stored_zero = known & ~is_zero & ~left_out  # known zeros stored as pages (no bit 1)
     data: bytes | list[bytes]
-    if codec.flag == 0:
-        if len(todo) == n:
-            data = raw
-        else:
-            data = np.frombuffer(raw, np.uint8).reshape(n, ps)[todo].tobytes()
+    if codec.flag == 0 and not stored_zero.any():
+        data = raw if len(todo_pos) == m else np.frombuffer(raw, np.uint8).reshape(m, ps)[todo_pos].tobytes()
         compressed = 0
     else:
         # Codec bindings want bytes (python-lzo refuses memoryviews): each
         # page is a slice of the chunk's bytes.
-        offs = (todo * ps).tolist()
-        outs = codec.compress_pages(raw, offs, ps)
+        offs = (todo_pos * ps).tolist()
+        outs = codec.compress_pages(raw, offs, ps) if codec.flag else [raw[o : o + ps] for o in offs]
         got = np.fromiter(map(len, outs), np.int64, len(outs))
         # Stored compressed only when strictly smaller than a page (§5.3).
-        small = got < ps
+        small = (got < ps) & bool(codec.flag)
         for j in np.flatnonzero(~small).tolist():
             outs[j] = raw[offs[j] : offs[j] + ps]
         sizes[todo] = np.where(small, got, ps)
         flags[todo] = np.where(small, codec.flag, 0)
         compressed = int(small.sum())
+        if stored_zero.any():
+            zenc = _encoded_zero_page(codec, ps)
+            sizes[stored_zero] = len(zenc)
+            flags[stored_zero] = codec.flag if len(zenc) < ps else 0
+            compressed += int(stored_zero.sum()) if len(zenc) < ps else 0
+            # Interleave in pfn order: data pages and the shared encoding of zero pages.
+            slot: list[bytes] = [b""] * n
+            for i, c in zip(todo.tolist(), outs, strict=True):
+                slot[i] = c
+            for i in np.flatnonzero(stored_zero).tolist():
+                slot[i] = zenc
+            order = np.flatnonzero(~is_zero & ~left_out).tolist()
+            outs = [slot[i] for i in order]
         data = outs
     sizes[left_out] = 0
     stored = np.where(is_zero, 0, sizes).astype(np.int64)
@@ -451,9 +485,9 @@ def run_task(job: _Job, seq: Sequencer | None, task: Task, state: dict[str, int]
     if stored is not None:
         enc = encode_stored(stored, job.source.page_size, job.codec, job.share_zero)
     else:
-        raw = read_pfns(job.source, task.pfns, bad)
+        raw, known_zero = job.source.read_pfns_sparse(task.pfns, bad)
         skip = np.isin(task.pfns, np.array(bad, np.int64)) if bad else None
-        enc = encode_chunk(raw, job.source.page_size, job.codec, job.share_zero, skip)
+        enc = encode_chunk(raw, job.source.page_size, job.codec, job.share_zero, skip, known_zero)
         del raw
     off = enc.descs["offset"]
     size = len(enc.data) if isinstance(enc.data, bytes) else int(enc.descs["size"][off >= 0].sum())
@@ -543,23 +577,31 @@ def _cycles(max_mapnr: int, cycle_pfns: int) -> Iterator[tuple[int, int]]:
         yield s, min(s + step, max_mapnr)
 
 
+#: pfns unpacked at a time when cutting chunks (bounds the pfn arrays to 2 MiB).
+_CHUNK_WINDOW = 1 << 18
+
+
 def _chunks(
     bm2: np.ndarray, max_mapnr: int, cycle_pfns: int, chunk_pages: int, lo: int = 0, hi: int | None = None
 ) -> Iterator[Task]:
     index = 0
     desc_index = 0
     hi = max_mapnr if hi is None else hi
-    for s, e in _cycles(max_mapnr, cycle_pfns):
-        if e <= lo or s >= hi:
-            continue
+    pending = np.zeros(0, np.int64)
+    for s in range(lo - lo % 8, hi, _CHUNK_WINDOW):
+        e = min(s + _CHUNK_WINDOW, hi)
         bits = bitmap.unpack(bm2[s // 8 : (e + 7) // 8], e - s)
         pfns = np.flatnonzero(bits).astype(np.int64) + s
-        pfns = pfns[(pfns >= lo) & (pfns < hi)]
-        for a in range(0, len(pfns), chunk_pages):
-            part = pfns[a : a + chunk_pages]
+        pfns = pfns[pfns >= lo]
+        if len(pending):
+            pfns = np.concatenate((pending, pfns))
+        full = len(pfns) - len(pfns) % chunk_pages if e < hi else len(pfns)
+        for a in range(0, full, chunk_pages):
+            part = pfns[a : min(a + chunk_pages, full)]
             yield Task(index, part, desc_index)
             index += 1
             desc_index += len(part)
+        pending = pfns[full:]
 
 
 def _count_bits(bm2: np.ndarray, lo: int, hi: int) -> int:
@@ -839,7 +881,8 @@ def write_dump(
 def _count_zero(source: Source, bm2: np.ndarray, options: PackOptions) -> int:
     n = 0
     for task in _chunks(bm2, source.max_mapnr, options.cycle_pfns, options.chunk_pages):
-        n += int(zero_mask(read_pfns(source, task.pfns), source.page_size).sum())
+        raw, known_zero = source.read_pfns_sparse(task.pfns)
+        n += int(known_zero.sum()) + int(zero_mask(raw, source.page_size).sum())
     return n
 
 

@@ -203,6 +203,12 @@ class KdumpSource(Source):
             for d, blob, pfn in zip(descs, self._stored(descs), pfns.tolist(), strict=True)
         )
 
+    def read_pfns_sparse(
+        self, pfns: np.ndarray, bad: list[int] | None = None, gap: int = 0
+    ) -> tuple[bytes, np.ndarray]:
+        """Decode the pages of ``pfns``; none is known zero without decoding."""
+        return self.read_pfns_bytes(pfns, bad, gap), np.zeros(len(pfns), bool)
+
     def read_pages(self, start_pfn: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
         """Decode a run of pages into an array (pages the input lacks read as zeros)."""
         if out is None:

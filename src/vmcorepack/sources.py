@@ -21,6 +21,7 @@ short-lived mmap window (bounded memory whatever the image size) or through
 from __future__ import annotations
 
 import dataclasses
+import errno
 import mmap
 import os
 import resource
@@ -125,6 +126,7 @@ class Source:
         self.page_size = page_size
         self.file_size = file_size
         is_proc = os.path.realpath(path).startswith("/proc/")
+        self.probe_holes = not is_proc
         self.use_mmap = bool(use_mmap)
         self.mmap_scattered = (not is_proc) if use_mmap is None else use_mmap
         self._fd: int | None = None
@@ -349,11 +351,6 @@ class Source:
     def read_pfns_bytes(self, pfns: np.ndarray, bad: list[int] | None = None, gap: int = 1 << 16) -> bytes:
         """Read the pages of a sorted pfn list as one bytes object.
 
-        Pages whose data lie close together in the file (holes of at most
-        ``gap`` bytes) are read with one ``pread`` and picked out with numpy,
-        so scattered pages (the kernel pages -d 31 keeps) cost no Python work
-        per page.
-
         Args:
             pfns: Sorted int64 pfns.
             bad: Collects pfns whose read fails (their pages read as zeros);
@@ -363,47 +360,122 @@ class Source:
         Returns:
             ``len(pfns) * page_size`` bytes.
         """
+        data, known_zero = self.read_pfns_sparse(pfns, bad, gap)
+        if not known_zero.any():
+            return data
+        out = np.zeros((len(pfns), self.page_size), np.uint8)
+        out[~known_zero] = np.frombuffer(data, np.uint8).reshape(-1, self.page_size)
+        return out.tobytes()
+
+    def read_pfns_sparse(
+        self, pfns: np.ndarray, bad: list[int] | None = None, gap: int = 1 << 16
+    ) -> tuple[bytes, np.ndarray]:
+        """Read the pages of a sorted pfn list, except those known to be zero.
+
+        Pages with no file data, or lying in a hole of a sparse file, are
+        zero without being read or even materialised.  The others are read
+        with one ``pread`` per dense stretch of the file (holes of at most
+        ``gap`` bytes are read through) or picked out of an mmap window with
+        numpy, so scattered pages (the kernel pages -d 31 keeps) cost no
+        Python work per page.
+
+        Args:
+            pfns: Sorted int64 pfns.
+            bad: Collects pfns whose read fails (their pages read as zeros);
+                None to raise instead.
+            gap: Largest file hole read through rather than skipped.
+
+        Returns:
+            (the pages that are not known zero, concatenated; the known-zero mask).
+        """
         ps = self.page_size
         n = len(pfns)
         if n == 0:
-            return b""
+            return b"", np.zeros(0, bool)
         off = self.file_offsets(pfns)
-        have = np.flatnonzero(off >= 0)
-        if len(have) == n and n > 1 and bool((np.diff(off) == ps).all()):
+        if self.probe_holes:
+            off = self._drop_holes(off)
+        known_zero = off < 0
+        have = np.flatnonzero(~known_zero)
+        m = len(have)
+        if m == 0:
+            return b"", known_zero
+        o = off[have]
+        if m == 1 or bool((np.diff(o) == ps).all()):
             # One contiguous stretch of the file: the common case at -d 0/1.
-            return self._read_guarded(int(off[0]), n * ps, pfns, bad)
-        out = np.zeros((n, ps), np.uint8)
-        if len(have) and self.mmap_scattered and self._gather_mapped(off, have, out):
-            return out.tobytes()
-        if len(have):
-            d = np.diff(off[have])
-            # A span goes forward in whole pages with small holes: its pages
-            # are rows of one read.
-            brk = np.flatnonzero((d < ps) | (d > ps + gap) | (d % ps != 0)) + 1
-            starts = np.concatenate(([0], brk)).tolist()
-            ends = np.concatenate((brk, [len(have)])).tolist()
-            for a, b in zip(starts, ends, strict=True):
-                idx = have[a:b]
-                lo = int(off[idx[0]])
-                span = int(off[idx[-1]]) + ps - lo
-                raw = np.frombuffer(self._read_guarded(lo, span, pfns[idx], bad), np.uint8).reshape(-1, ps)
-                out[idx] = raw[(off[idx] - lo) // ps]
-        return out.tobytes()
+            return self._read_guarded(int(o[0]), m * ps, pfns[have], bad), known_zero
+        out = np.zeros((m, ps), np.uint8)
+        if self.mmap_scattered and self._gather_mapped(o, out):
+            return out.tobytes(), known_zero
+        d = np.diff(o)
+        # A span goes forward in whole pages with small holes: its pages are
+        # rows of one read.
+        brk = np.flatnonzero((d < ps) | (d > ps + gap) | (d % ps != 0)) + 1
+        starts = np.concatenate(([0], brk)).tolist()
+        ends = np.concatenate((brk, [m])).tolist()
+        for a, b in zip(starts, ends, strict=True):
+            lo = int(o[a])
+            span = int(o[b - 1]) + ps - lo
+            raw = np.frombuffer(self._read_guarded(lo, span, pfns[have[a:b]], bad), np.uint8).reshape(-1, ps)
+            out[a:b] = raw[(o[a:b] - lo) // ps]
+        return out.tobytes(), known_zero
 
-    def _gather_mapped(self, off: np.ndarray, have: np.ndarray, out: np.ndarray, window: int = 1 << 28) -> bool:
-        """Copy the pages at file offsets ``off[have]`` into ``out`` through mmap windows.
+    def _drop_holes(self, off: np.ndarray, max_extents: int = 256) -> np.ndarray:
+        """Return ``off`` with -1 for pages that lie wholly in a hole of the file (SEEK_DATA/SEEK_HOLE).
+
+        Generator images and copied vmcores are sparse; makedumpfile reads
+        their holes as zeros page by page.  A filesystem without the lseek
+        extension answers EINVAL, and then the probing stops for good.
+        """
+        valid = off >= 0
+        if not valid.any():
+            return off
+        ps = self.page_size
+        lo, hi = int(off[valid].min()), int(off[valid].max()) + ps
+        fd = self._file()
+        starts: list[int] = []
+        ends: list[int] = []
+        pos = lo
+        try:
+            while pos < hi and len(starts) < max_extents:
+                try:
+                    d = os.lseek(fd, pos, os.SEEK_DATA)
+                except OSError as e:
+                    if e.errno == errno.ENXIO:  # no data after pos
+                        break
+                    raise
+                if d >= hi:
+                    break
+                h = os.lseek(fd, d, os.SEEK_HOLE)
+                starts.append(d)
+                ends.append(h)
+                pos = h
+            else:
+                if pos < hi:  # too fragmented to map out: treat the rest as data
+                    starts.append(pos)
+                    ends.append(hi)
+        except OSError:
+            self.probe_holes = False
+            return off
+        if not starts:
+            return np.where(valid, -1, off)
+        s_arr, e_arr = np.array(starts, np.int64), np.array(ends, np.int64)
+        j = np.searchsorted(e_arr, off, side="right")
+        inside = (j < len(e_arr)) & (s_arr[np.minimum(j, len(s_arr) - 1)] < off + ps)
+        return np.where(valid & ~inside, -1, off)
+
+    def _gather_mapped(self, o: np.ndarray, out: np.ndarray, window: int = 1 << 28) -> bool:
+        """Copy the pages at file offsets ``o`` into the rows of ``out`` through mmap windows.
 
         Args:
-            off: File offset per page (-1: no data).
-            have: Indices of the pages that have data.
-            out: ``(n, page_size)`` array to fill.
+            o: File offset per page (all with data), ascending.
+            out: ``(len(o), page_size)`` array to fill.
             window: Largest mapping, bytes.
 
         Returns:
             False (nothing done) when mmap is refused, so the caller reads instead.
         """
         ps = self.page_size
-        o = off[have]
         d = np.diff(o)
         # A window holds pages that go forward in whole pages and lie within
         # `window` bytes of its first page.
@@ -423,11 +495,12 @@ class Source:
                     rows = (o[a:b] - lo) // ps
                     ok = rows < full
                     view = arr[lo - base : lo - base + full * ps].reshape(full, ps)
-                    out[have[a:b][ok]] = view[rows[ok]]
+                    dest = np.arange(a, b)
+                    out[dest[ok]] = view[rows[ok]]
                     if not ok.all():
                         # The last page runs past the end of the file: zero-padded.
                         tail = arr[lo - base + full * ps :]
-                        out[have[a:b][~ok][0], : len(tail)] = tail
+                        out[dest[~ok][0], : len(tail)] = tail
                     del arr, view
         except (OSError, ValueError):
             self.mmap_scattered = False
