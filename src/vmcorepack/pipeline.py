@@ -556,7 +556,7 @@ def _worker_main(job: _Job, seq: Sequencer, tasks: Any, results: Any) -> None:
         try:
             results.put(run_task(job, seq, task, state))
         except BaseException as e:
-            kind = "full" if isinstance(e, DiskFullError) else "error"
+            kind = "full" if isinstance(e, DiskFullError) else "output" if isinstance(e, OutputError) else "error"
             if isinstance(e, OutputError):
                 text = e.msg
             else:
@@ -946,6 +946,9 @@ def _run_tasks(
                     where = f"pfns {lo:#x}-{hi:#x}"
                     if kind == "full":
                         raise DiskFullError(job.out.path, f"{text} (writing {where})", 0, 0)
+                    if kind == "output":
+                        # The output failed (a broken pipe, an I/O error): not the worker's fault.
+                        raise OutputError(job.out.path, text)
                     raise VmcorepackError(f"worker failed on {where}: {text}")
                 first = min(in_flight) if in_flight else -1
                 lo, hi = in_flight.get(first, (0, 0))
