@@ -24,8 +24,8 @@ demo: venv
 	@ls -l $(OUT)/sample.vmcore $(OUT)/sample.kdump
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
 
 test: venv lint

@@ -12,6 +12,7 @@ from vmcorepack.sources import open_elf
 
 
 def main() -> int:
+    """Pack argv[1] into argv[2] and print the summary."""
     vmcore, dumpfile = sys.argv[1], sys.argv[2]
     level = int(sys.argv[3]) if len(sys.argv) > 3 else 31
     codec = sys.argv[4] if len(sys.argv) > 4 else "lzo"
