@@ -89,6 +89,7 @@ def main() -> int:
     ap.add_argument("--vmcorepack", default=str(Path(sys.executable).with_name("vmcorepack")))
     ap.add_argument("--makedumpfile", default=shutil.which("makedumpfile") or "makedumpfile")
     ap.add_argument("--extra", default="", help="extra vmcorepack options")
+    ap.add_argument("--dry-run", action="store_true", help="both tools filter and count but write nothing")
     args = ap.parse_args()
     cols = ("mdf s", "ours s", "ratio", "mdf MiB", "ours MiB", "mdf bytes", "ours bytes", "size")
     widths = (7, 7, 6, 8, 8, 12, 12, 6)
@@ -100,7 +101,7 @@ def main() -> int:
             while f.read(1 << 24):
                 pass
         tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("BENCH_TMP")))
-        opts = [*CODEC_OPT[codec], "-d", level]
+        opts = [*CODEC_OPT[codec], "-d", level, *(["--dry-run"] if args.dry_run else [])]
         times: dict[str, list[float]] = {"mdf": [], "ours": []}
         mem: dict[str, int] = {"mdf": 0, "ours": 0}
         size: dict[str, int] = {}
@@ -125,13 +126,13 @@ def main() -> int:
                 wall, peak = run_measured(cmd)
                 times[who].append(wall)
                 mem[who] = max(mem[who], peak)
-                size[who] = out.stat().st_size
-                out.unlink()
+                size[who] = out.stat().st_size if out.exists() else 0
+                out.unlink(missing_ok=True)
         tm, to = statistics.median(times["mdf"]), statistics.median(times["ours"])
         print(
             f"{Path(path).name:<28} {'-d' + level + ' ' + codec:<8} {tm:7.2f} {to:7.2f} {to / tm:6.2f} "
             f"{mem['mdf'] / 1024:8.1f} {mem['ours'] / 1024:8.1f} {size['mdf']:12d} {size['ours']:12d} "
-            f"{size['ours'] / size['mdf']:6.3f}"
+            f"{size['ours'] / size['mdf'] if size['mdf'] else 0:6.3f}"
         )
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
