@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import multiprocessing as mp
 import multiprocessing.synchronize
 import os
@@ -915,8 +916,14 @@ def _run_tasks(
     procs = [
         ctx.Process(target=_worker_main, args=(job, seq, task_q, result_q), daemon=True) for _ in range(options.workers)
     ]
-    for p in procs:
-        p.start()
+    # Forked workers must not copy the parent's heap page by page: their first
+    # garbage collection would touch every inherited object (copy-on-write).
+    gc.freeze()
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        gc.unfreeze()
     in_flight: dict[int, tuple[int, int]] = {}
     max_in_flight = 2 * options.workers
     exhausted = False

@@ -420,7 +420,7 @@ class Source:
             out[a:b] = raw[(o[a:b] - lo) // ps]
         return out.tobytes(), known_zero
 
-    def _drop_holes(self, off: np.ndarray, max_extents: int = 256) -> np.ndarray:
+    def _drop_holes(self, off: np.ndarray, max_extents: int = 8) -> np.ndarray:
         """Return ``off`` with -1 for pages that lie wholly in a hole of the file (SEEK_DATA/SEEK_HOLE).
 
         Generator images and copied vmcores are sparse; makedumpfile reads
@@ -459,6 +459,10 @@ class Source:
             return off
         if not starts:
             return np.where(valid, -1, off)
+        holes = (hi - lo) - sum(min(e, hi) - s for s, e in zip(starts, ends, strict=True))
+        if holes * 2 < hi - lo:
+            # Mostly data: one contiguous read beats picking pages around small holes.
+            return off
         s_arr, e_arr = np.array(starts, np.int64), np.array(ends, np.int64)
         j = np.searchsorted(e_arr, off, side="right")
         inside = (j < len(e_arr)) & (s_arr[np.minimum(j, len(s_arr) - 1)] < off + ps)
