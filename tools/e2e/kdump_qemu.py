@@ -69,7 +69,7 @@ def resolve_kernel_package(spec: str) -> str:
     deps = re.findall(r"Depends: (linux-image-\S+)", r.stdout)
     if not deps:
         raise E2EError(f"linux-image-amd64={best} names no kernel package")
-    return deps[0]
+    return str(deps[0])
 
 
 def fetch_kernel(pkg: str) -> tuple[str, Path, Path]:
@@ -465,8 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     print(f"e2e: {release}, {a.paging}-level paging, crashkernel={a.crashkernel}, vmcorepack {a.args}", file=sys.stderr)
     print(f"e2e: booting QEMU (log {out / 'serial.log'}, limit {a.timeout:.0f} s)", file=sys.stderr)
+    q: dict[str, Any]
     if a.reverify:
-        no_run = {"rc": None, "wall_s": 0, "timed_out": False, "events": {}}
+        no_run: dict[str, Any] = {"rc": None, "wall_s": 0, "timed_out": False, "events": {}}
         q = (_read_json(out / "report.json") or {}).get("qemu") or no_run
     else:
         q = run_qemu(cmd, out / "serial.log", a.timeout)
