@@ -34,7 +34,7 @@ import numpy as np
 
 from vmcorepack import bitmap
 from vmcorepack.codecs import Codec, decode_page, get_codec
-from vmcorepack.constants import DumpLevel
+from vmcorepack.constants import DumpLevel, DumpStatus
 from vmcorepack.errors import (
     DiskFullError,
     IncompleteDumpError,
@@ -108,6 +108,7 @@ class PackResult:
         memory_hole: makedumpfile's "Memory Hole".
         seconds: Wall time.
         unreadable: pfns that could not be read from the source (left out).
+        warnings: Things the caller should tell the user (the run still succeeded).
     """
 
     max_mapnr: int = 0
@@ -122,6 +123,7 @@ class PackResult:
     memory_hole: int = 0
     seconds: float = 0.0
     unreadable: list[int] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------
@@ -808,7 +810,7 @@ def write_dump(
         What was done (for a part, its own page counts).
     """
     codec, bm2 = prep.codec, prep.bm2
-    result = dataclasses.replace(prep.result, counts=prep.result.counts, unreadable=[])
+    result = dataclasses.replace(prep.result, counts=prep.result.counts, unreadable=[], warnings=[])
     dumpable = result.dumpable
     plan = make_plan(source, options.dump_level, codec.flag, dumpable, prep.utsname)
     if part is not None:
@@ -838,6 +840,12 @@ def write_dump(
     out.limit = options.limit
     try:
         write_headers(out, plan)
+        if isinstance(out, FileOutput):
+            # Flagged incomplete until the end: a run killed outright (the OOM
+            # killer in a small capture kernel) leaves a file readers know is cut.
+            flagged = plan.header.copy()
+            flagged["status"] |= int(DumpStatus.COMPRESSED_INCOMPLETE)
+            out.pwrite(flagged.tobytes(), 0)
         write_bitmaps(out, source, plan, bm2, options.cycle_pfns, prep.round_up)
         share_zero = bool(options.dump_level & DumpLevel.ZERO)
         first = geo.data_offset
@@ -859,6 +867,7 @@ def write_dump(
             # still must cover the (hole) table and bitmaps crash maps.
             out.truncate(max(end, geo.data_offset))
             result.file_size = max(end, geo.data_offset)
+            out.pwrite(plan.header.tobytes(), 0)  # whole: clear the INCOMPLETE flag
         out.finish()
     except (Exception, KeyboardInterrupt) as e:
         full = isinstance(e, DiskFullError)
@@ -910,9 +919,17 @@ def _run_tasks(
                 progress(done_pages, total)
         return state["offset"]
     ctx = mp.get_context("fork")
-    seq = Sequencer(ctx, first_offset)
-    task_q: Any = ctx.Queue()
-    result_q: Any = ctx.Queue()
+    try:
+        seq = Sequencer(ctx, first_offset)
+        task_q: Any = ctx.Queue()
+        result_q: Any = ctx.Queue()
+    except OSError as e:
+        # multiprocessing's semaphores live in /dev/shm, which a bare capture
+        # initramfs may not mount: pack in this process instead.
+        result.warnings.append(
+            f"cannot start worker processes ({e.strerror}; is /dev/shm mounted?): packing in one process"
+        )
+        return _run_tasks(job, tasks, first_offset, total, dataclasses.replace(options, workers=0), result)
     procs = [
         ctx.Process(target=_worker_main, args=(job, seq, task_q, result_q), daemon=True) for _ in range(options.workers)
     ]

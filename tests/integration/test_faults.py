@@ -243,3 +243,34 @@ def test_incomplete_api_error(real_vmcore: Path, tmp_path: Path) -> None:
     with open_elf(str(real_vmcore)) as src, pytest.raises(IncompleteDumpError) as ei:
         pack(src, str(out), PackOptions(dump_level=1, codec="lzo", workers=2, limit=8 << 20))
     assert ei.value.disk_full and ei.value.pages_written > 0
+
+
+def test_main_process_killed_outright_leaves_a_flagged_file(real_vmcore: Path, tmp_path: Path) -> None:
+    # The OOM killer gives no chance to clean up: the header carries the flag from the start.
+    out = tmp_path / "dump"
+    proc = _start_slow(real_vmcore, out)
+    kids = _descendants(proc.pid)
+    proc.kill()
+    proc.wait(10)
+    for k in kids:
+        try:
+            os.kill(k, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    head = out.read_bytes()[:464]
+    assert int.from_bytes(head[424:428], "little") & DumpStatus.COMPRESSED_INCOMPLETE
+
+
+def test_no_dev_shm_falls_back_to_one_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from conftest import VECTORS
+    from vmcorepack import pipeline
+
+    def no_shm(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+    monkeypatch.setattr(pipeline.Sequencer, "__init__", no_shm)
+    out = tmp_path / "dump"
+    with open_elf(str(VECTORS / "tiny.vmcore")) as src:
+        res = pack(src, str(out), PackOptions(dump_level=1, workers=2))
+    assert any("/dev/shm" in w for w in res.warnings)
+    assert out.read_bytes() == (VECTORS / "tiny_d1_raw.kdump").read_bytes()
