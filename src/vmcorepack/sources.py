@@ -420,7 +420,7 @@ class Source:
             out[a:b] = raw[(o[a:b] - lo) // ps]
         return out.tobytes(), known_zero
 
-    def _drop_holes(self, off: np.ndarray, max_extents: int = 8) -> np.ndarray:
+    def _drop_holes(self, off: np.ndarray, max_extents: int = 128) -> np.ndarray:
         """Return ``off`` with -1 for pages that lie wholly in a hole of the file (SEEK_DATA/SEEK_HOLE).
 
         Generator images and copied vmcores are sparse; makedumpfile reads
