@@ -329,17 +329,23 @@ def _run_elf(args: argparse.Namespace, levels: list[int], msg_level: int) -> int
             )
         finally:
             prog.close()
+    _summary(out_stream, msg_level, args, res, f"ELF, {res.dumpable} pages of data", t0)
+    return EXIT_OK
+
+
+def _summary(
+    out_stream: TextIO, msg_level: int, args: argparse.Namespace, res: pipeline.PackResult, what: str, t0: float
+) -> None:
+    """Write the closing lines as makedumpfile does: the report (level 16), then where the dump went (level 2)."""
     if msg_level & ML_REPORT:
         out_stream.write(format_report(res))
     if msg_level & ML_COMMON:
         if not args.dry_run:
             where = "stdout" if args.flat else args.files[1]
             out_stream.write(
-                f"The dumpfile is saved to {where}: ELF, {res.dumpable} pages of data, "
-                f"{res.file_size} bytes, {time.monotonic() - t0:.2f} s.\n"
+                f"The dumpfile is saved to {where}: {what}, {res.file_size} bytes, {time.monotonic() - t0:.2f} s.\n"
             )
         out_stream.write("vmcorepack Completed.\n")
-    return EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:
@@ -451,17 +457,8 @@ def run(args: argparse.Namespace) -> int:
     if res.unreadable:
         first = ", ".join(f"{p:#x}" for p in sorted(res.unreadable)[:8])
         _err(f"warning: {len(res.unreadable)} pages could not be read from {args.files[0]} and were left out ({first})")
-    if msg_level & ML_REPORT:
-        out_stream.write(format_report(res))
-    if msg_level & ML_COMMON:
-        if not args.dry_run:
-            where = "stdout" if args.flat else args.files[1]
-            out_stream.write(
-                f"The dumpfile is saved to {where}: {res.dumpable} pages "
-                f"({res.zero_pages} zero, {res.compressed_pages} compressed, {res.raw_pages} raw), "
-                f"{res.file_size} bytes, {time.monotonic() - t0:.2f} s.\n"
-            )
-        out_stream.write("vmcorepack Completed.\n")
+    what = f"{res.dumpable} pages ({res.zero_pages} zero, {res.compressed_pages} compressed, {res.raw_pages} raw)"
+    _summary(out_stream, msg_level, args, res, what, t0)
     return EXIT_OK
 
 
