@@ -11,7 +11,7 @@ import pytest
 from conftest import require_tool
 from vmcorepack import bitmap
 from vmcorepack.cli import main
-from vmcorepack.fixtures import FixtureSpec, GeneratedImage, PageKind, build
+from vmcorepack.fixtures import MIX_KINDS, FixtureSpec, GeneratedImage, PageKind, build
 from vmcorepack.pipeline import PackOptions, prepare
 from vmcorepack.reader import KdumpReader
 
@@ -21,20 +21,8 @@ IMAGES = [
     pytest.param("6.12", 4, id="6.12-l4"),
     pytest.param("6.12", 5, id="6.12-l5"),
 ]
-KINDS_WANTED = {
-    PageKind.ZERO,
-    PageKind.KERNEL,
-    PageKind.CACHE,
-    PageKind.CACHE_PRIVATE,
-    PageKind.SWAPCACHE,
-    PageKind.ANON,
-    PageKind.BUDDY,
-    PageKind.THP,
-    PageKind.HUGETLB,
-    PageKind.SLAB,
-    PageKind.HWPOISON,
-    PageKind.OFFLINE,
-}
+# Every kind a spec can declare (page tables only at the generator's discretion).
+KINDS_WANTED = set(MIX_KINDS) - {PageKind.PGTABLE}
 
 
 @pytest.fixture(scope="module")
