@@ -7,12 +7,13 @@ when pickled (the volatility3 ``FileLayer`` idea).  Reads go through a
 short-lived mmap window (bounded memory whatever the image size) or through
 ``pread``.  The default picks per access pattern and file:
 
-* contiguous runs (levels 0 and 1) use ``pread``: it measured twice as fast
-  here as an mmap window (0.11 s against 0.21 s for 880 MB in 2 MiB windows;
-  mmap pays a page fault per page);
+* contiguous runs (levels 0 and 1) use ``pread``: it measured faster here than
+  an mmap window (0.11-0.16 s against 0.20-0.21 s for 883 MiB in 2 MiB pieces,
+  ``benchmarks/micro.py``; mmap pays a page fault per page);
 * scattered pages (the kernel pages -d 31 keeps) of a regular file are picked
-  out of one mmap window with numpy (1.6 s against 2.6 s for 352,585 pages of a
-  4 GiB generator image, read with one pread per dense stretch);
+  out of one mmap window with numpy, in-process (one ``pread`` per dense
+  stretch costs Python work per stretch; forked workers use ``pread``, see
+  ``pipeline._worker_main``);
 * /proc/vmcore is read with ``pread`` only, so that a range the kernel cannot
   read (EIO) is an error we can report and skip rather than a SIGBUS; ``--mmap``
   maps it as makedumpfile does.

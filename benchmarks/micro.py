@@ -1,0 +1,77 @@
+"""Micro-measurements behind design choices cited in comments, the README and notes.
+
+Usage: python benchmarks/micro.py VMCORE
+
+- reading: pread against a 2 MiB mmap window per read, over the whole file
+  (sources.py: why contiguous runs use pread);
+- zero test: ``any()`` against ``max() == 0`` per 8 MiB of pages (pipeline.zero_mask);
+- duplicates: share of kept non-zero pages at -d 1 and -d 31 whose bytes repeat
+  an earlier page (what a ``--dedup`` option could save).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import mmap
+import os
+import sys
+import time
+
+import numpy as np
+
+from vmcorepack.pipeline import PackOptions, _chunks, prepare
+from vmcorepack.sources import open_elf
+
+CHUNK = 2 << 20
+
+
+def reading(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    size = os.fstat(fd).st_size
+    with open(path, "rb") as f:  # page cache
+        while f.read(1 << 24):
+            pass
+    t = time.perf_counter()
+    for off in range(0, size - CHUNK, CHUNK):
+        os.pread(fd, CHUNK, off)
+    t_pread = time.perf_counter() - t
+    t = time.perf_counter()
+    for off in range(0, size - CHUNK, CHUNK):
+        with mmap.mmap(fd, CHUNK, mmap.MAP_SHARED, mmap.PROT_READ, offset=off) as mm:
+            mm[:]
+    t_mmap = time.perf_counter() - t
+    os.close(fd)
+    print(f"reading {size >> 20} MiB in 2 MiB pieces: pread {t_pread:.2f} s, mmap window {t_mmap:.2f} s")
+
+
+def zero_test() -> None:
+    raw = bytes(4096 * 100) + os.urandom(1 << 20) * 8
+    w = np.frombuffer(raw, np.uint64).reshape(-1, 512)
+    for name, fn in (("any", lambda: ~w.any(axis=1)), ("max", lambda: w.max(axis=1) == 0)):
+        t = time.perf_counter()
+        for _ in range(20):
+            fn()
+        print(f"zero test {name}: {(time.perf_counter() - t) / 20 * 1e3:.2f} ms per {len(raw) >> 20} MiB")
+
+
+def duplicates(path: str) -> None:
+    with open_elf(path) as src:
+        for level in (1, 31):
+            prep = prepare(src, PackOptions(dump_level=level))
+            seen: collections.Counter[bytes] = collections.Counter()
+            nonzero = 0
+            for task in _chunks(prep.bm2, src.max_mapnr, 1 << 20, 4096):
+                pages = np.frombuffer(src.read_pfns_bytes(task.pfns), np.uint8).reshape(-1, src.page_size)
+                for row in pages[pages.max(axis=1) > 0]:
+                    seen[hashlib.blake2b(row.tobytes(), digest_size=16).digest()] += 1
+                    nonzero += 1
+            dup = sum(c - 1 for c in seen.values() if c > 1)
+            share = 100 * dup / nonzero
+            print(f"-d {level}: {nonzero} kept non-zero pages, {dup} repeat an earlier one ({share:.1f} %)")
+
+
+if __name__ == "__main__":
+    reading(sys.argv[1])
+    zero_test()
+    duplicates(sys.argv[1])
