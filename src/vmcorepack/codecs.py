@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
+import os
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +68,68 @@ class Codec:
             return [cc(raw[o : o + ps]) for o in offsets]
         fn = self.compress
         return [fn(raw[o : o + ps]) for o in offsets]
+
+
+#: Codec numbers of the C page loop (src/vmcorepack/_native.c).
+_NATIVE_IDS = {"none": 0, "zlib": 1, "lzo": 2}
+
+#: Use the C page loop when it is built; VMCOREPACK_NATIVE=0 forces the
+#: Python loop (tests compare the two, benchmarks can time both).
+USE_NATIVE = os.environ.get("VMCOREPACK_NATIVE", "1") != "0"
+
+
+@functools.cache
+def _native_module() -> Any:
+    try:
+        from vmcorepack import _native
+    except ImportError:  # built without a C compiler or the liblzo2/zlib headers
+        return None
+    return _native
+
+
+@dataclasses.dataclass(frozen=True)
+class PageLoop:
+    """The C loop that encodes a whole chunk of pages for one codec.
+
+    Attributes:
+        codec_id: The codec's number in the C module.
+        headroom: Bytes ``dst`` needs beyond one page per input page.
+    """
+
+    codec_id: int
+    headroom: int
+
+    def encode(self, src: Buffer, page_size: int, share_zero: bool, dst: bytearray, sizes: Buffer) -> int:
+        """Encode every page of ``src`` into ``dst``, back to back.
+
+        Args:
+            src: Concatenated pages.
+            page_size: Page size (a multiple of 8).
+            share_zero: Mark all-zero pages (size -1) instead of storing them.
+            dst: Output, at least ``len(src) + headroom`` bytes.
+            sizes: int64 per page, filled with the stored size or -1.
+
+        Returns:
+            Bytes stored in ``dst``.
+        """
+        n: int = _native_module().encode_pages(self.codec_id, src, page_size, share_zero, dst, sizes)
+        return n
+
+
+def page_loop(codec: Codec, page_size: int) -> PageLoop | None:
+    """Return the C page loop for ``codec``, or None to use the Python one.
+
+    Args:
+        codec: Output codec.
+        page_size: Page size.
+
+    Returns:
+        The loop, when the extension is built, enabled and knows the codec.
+    """
+    mod = _native_module() if USE_NATIVE else None
+    if mod is None or codec.name not in _NATIVE_IDS:
+        return None
+    return PageLoop(_NATIVE_IDS[codec.name], int(mod.headroom(page_size)))
 
 
 # Install hints for the one-line error when a library is missing.

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from vmcorepack import bitmap
-from vmcorepack.codecs import Codec, decode_page, get_codec
+from vmcorepack.codecs import Codec, PageLoop, decode_page, get_codec, page_loop
 from vmcorepack.constants import DumpLevel, DumpStatus
 from vmcorepack.errors import (
     DiskFullError,
@@ -178,7 +178,7 @@ class EncodedChunk:
     """
 
     descs: np.ndarray
-    data: bytes | list[bytes]
+    data: bytes | memoryview | list[bytes]
     zero: int
     compressed: int
 
@@ -217,6 +217,9 @@ def encode_chunk(
     m = len(raw) // ps
     known = known_zero if known_zero is not None else np.zeros(m, bool)
     n = len(known)
+    loop = page_loop(codec, ps)
+    if loop is not None and skip is None and (share_zero or not known.any()):
+        return _encode_native(loop, raw, ps, codec, share_zero, known)
     data_idx = np.flatnonzero(~known)  # page index of each page in raw
     descs = np.zeros(n, kdump.PAGE_DESC)
     left_out = skip if skip is not None else np.zeros(n, bool)
@@ -270,6 +273,44 @@ def encode_chunk(
     descs["size"] = sizes
     descs["flags"] = flags
     return EncodedChunk(descs, data, int(is_zero.sum()), compressed)
+
+
+#: Per-process output buffer of the C page loop, reused from chunk to chunk
+#: so that a chunk's data costs no fresh (page-faulting) allocation.
+_scratch = bytearray()
+
+
+def _encode_native(
+    loop: PageLoop, raw: bytes, page_size: int, codec: Codec, share_zero: bool, known: np.ndarray
+) -> EncodedChunk:
+    """:func:`encode_chunk` through the C page loop (no unreadable pages, no stored zeros).
+
+    The returned data is a view of a per-process buffer: it is valid until
+    the next call in this process, which is after the chunk is written.
+    """
+    global _scratch
+    ps = page_size
+    m = len(raw) // ps
+    need = m * ps + loop.headroom
+    if len(_scratch) < need:
+        _scratch = bytearray(need)
+    got = np.empty(m, np.int64)
+    total = loop.encode(raw, ps, share_zero, _scratch, got.data)
+    n = len(known)
+    sizes = np.full(n, ps, np.int64)
+    is_zero = known.copy()
+    data_idx = np.flatnonzero(~known)
+    zero_raw = got < 0
+    is_zero[data_idx] = zero_raw
+    sizes[data_idx] = np.where(zero_raw, ps, got)
+    small = ~is_zero & (sizes < ps)
+    stored = np.where(is_zero, 0, sizes)
+    descs = np.zeros(n, kdump.PAGE_DESC)
+    # Markers until the chunk is placed: -1 shared zero page.
+    descs["offset"] = np.where(is_zero, -1, np.cumsum(stored) - stored)
+    descs["size"] = sizes
+    descs["flags"] = np.where(small, codec.flag, 0)
+    return EncodedChunk(descs, memoryview(_scratch)[:total], int(is_zero.sum()), int(small.sum()))
 
 
 # ----------------------------------------------------------------------------
@@ -493,7 +534,7 @@ def run_task(job: _Job, seq: Sequencer | None, task: Task, state: dict[str, int]
         enc = encode_chunk(raw, job.source.page_size, job.codec, job.share_zero, skip, known_zero)
         del raw
     off = enc.descs["offset"]
-    size = len(enc.data) if isinstance(enc.data, bytes) else int(enc.descs["size"][off >= 0].sum())
+    size = len(enc.data) if isinstance(enc.data, bytes | memoryview) else int(enc.descs["size"][off >= 0].sum())
     descs = enc.descs
     table_off = job.table_offset + task.desc_index * kdump.PAGE_DESC.itemsize
 
@@ -541,7 +582,53 @@ def _zero_partial_descriptor(out: Output, table_off: int, e: DiskFullError) -> N
             pass  # the final validation pass zeroes whatever is still inconsistent
 
 
-def _worker_main(job: _Job, seq: Sequencer, tasks: Any, results: Any) -> None:
+class _Board:
+    """What the workers share with the main process besides the sequencer.
+
+    Workers take chunks themselves (a shared claim counter) from their own
+    copy of the chunk list, which they compute from the 2nd bitmap inherited
+    at fork: no task crosses a queue.  Each worker adds its counts to its row
+    of ``stats``, which the main process reads for progress; only errors and
+    the final report (with unreadable pfns) travel through a queue.  With a
+    task queue and one report per chunk, the main process and its queue
+    threads took 0.6 s of CPU away from two workers on a 4 GiB image.
+
+    Attributes:
+        lock: Guards ``next_claim``.
+        next_claim: Index of the next chunk nobody has taken.
+        stats: Per worker: pages, zero, compressed, data bytes, first and last
+            pfn of the chunk in hand (+1, 0 when idle).
+    """
+
+    FIELDS = 6
+
+    def __init__(self, ctx: Any, workers: int) -> None:
+        """Create the shared state.
+
+        Args:
+            ctx: multiprocessing context.
+            workers: Number of workers.
+        """
+        self.lock: multiprocessing.synchronize.Lock = ctx.Lock()
+        self.next_claim = ctx.RawValue("q", 0)
+        self.stats = ctx.RawArray("q", self.FIELDS * workers)
+
+    def claim(self) -> int:
+        """Take the next chunk index."""
+        with self.lock:
+            k = int(self.next_claim.value)
+            self.next_claim.value = k + 1
+            return k
+
+    def row(self, worker: int) -> np.ndarray:
+        """Return a worker's counters as a (shared) int64 array."""
+        arr = np.frombuffer(self.stats, np.int64)
+        return arr[worker * self.FIELDS : (worker + 1) * self.FIELDS]
+
+
+def _worker_main(
+    job: _Job, seq: Sequencer, board: _Board, worker: int, make_tasks: Callable[[], Iterator[Task]], results: Any
+) -> None:
     # The main process handles SIGINT and SIGTERM; a worker just stops when told
     # (or is killed by the main process).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -552,22 +639,32 @@ def _worker_main(job: _Job, seq: Sequencer, tasks: Any, results: Any) -> None:
         # workers took 738,328 minor faults and 3.3 s of system time, against
         # 91,597 and 1.2 s with one pread per dense stretch.
         job.source.mmap_scattered = False
+    row = board.row(worker)
     state: dict[str, int] = {}
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
-        try:
-            results.put(run_task(job, seq, task, state))
-        except BaseException as e:
-            kind = "full" if isinstance(e, DiskFullError) else "output" if isinstance(e, OutputError) else "error"
-            if isinstance(e, OutputError):
-                text = e.msg
-            else:
-                text = str(e) if isinstance(e, VmcorepackError) else f"{type(e).__name__}: {e}"
-            lo, hi = (int(task.pfns[0]), int(task.pfns[-1])) if len(task.pfns) else (0, 0)
-            results.put((kind, task.index, text, lo, hi))
-            return
+    unreadable: list[int] = []
+    tasks = make_tasks()
+    task: Task | None = None
+    try:
+        while not seq.aborted.value:
+            want = board.claim()
+            task = next((t for t in tasks if t.index == want), None)
+            if task is None:
+                break
+            if len(task.pfns):
+                row[4], row[5] = int(task.pfns[0]) + 1, int(task.pfns[-1]) + 1
+            done = run_task(job, seq, task, state)
+            unreadable.extend(done.unreadable)
+            row[:4] += (done.pages, done.zero, done.compressed, done.data_bytes)
+            row[4] = row[5] = 0
+        results.put(("done", worker, tuple(unreadable)))
+    except BaseException as e:
+        kind = "full" if isinstance(e, DiskFullError) else "output" if isinstance(e, OutputError) else "error"
+        if isinstance(e, OutputError):
+            text = e.msg
+        else:
+            text = str(e) if isinstance(e, VmcorepackError) else f"{type(e).__name__}: {e}"
+        lo, hi = (int(task.pfns[0]), int(task.pfns[-1])) if task is not None and len(task.pfns) else (0, 0)
+        results.put((kind, worker, text, lo, hi))
 
 
 # ----------------------------------------------------------------------------
@@ -858,8 +955,14 @@ def write_dump(
         # must be found among pages that the input stored as data.
         passthrough = not share_zero or bool(getattr(source, "recorded_level", 0) & DumpLevel.ZERO)
         job = _Job(source, out, codec, share_zero, geo.data_offset, geo.table_offset, options.flat, passthrough)
-        tasks = _chunks(bm2, source.max_mapnr, options.cycle_pfns, options.chunk_pages, lo, hi)
-        end = _run_tasks(job, tasks, first, part_pages, options, result)
+        end = _run_tasks(
+            job,
+            functools.partial(_chunks, bm2, source.max_mapnr, options.cycle_pfns, options.chunk_pages, lo, hi),
+            first,
+            part_pages,
+            options,
+            result,
+        )
         if result.unreadable and isinstance(out, FileOutput) and part is None:
             leave_out(out, plan, bm2, sorted(result.unreadable), options.cycle_pfns)
         result.file_size = end
@@ -904,15 +1007,20 @@ def _account(result: PackResult, done: ChunkDone) -> None:
 
 
 def _run_tasks(
-    job: _Job, tasks: Iterator[Task], first_offset: int, total: int, options: PackOptions, result: PackResult
+    job: _Job,
+    make_tasks: Callable[[], Iterator[Task]],
+    first_offset: int,
+    total: int,
+    options: PackOptions,
+    result: PackResult,
 ) -> int:
     progress = options.progress
-    done_pages = 0
     if progress:
         progress(0, total)
     if options.workers <= 0:
+        done_pages = 0
         state = {"offset": first_offset}
-        for task in tasks:
+        for task in make_tasks():
             done = run_task(job, None, task, state)
             _account(result, done)
             done_pages += done.pages
@@ -922,7 +1030,7 @@ def _run_tasks(
     ctx = mp.get_context("fork")
     try:
         seq = Sequencer(ctx, first_offset)
-        task_q: Any = ctx.Queue()
+        board = _Board(ctx, options.workers)
         result_q: Any = ctx.Queue()
     except OSError as e:
         # multiprocessing's semaphores live in /dev/shm, which a bare capture
@@ -930,9 +1038,10 @@ def _run_tasks(
         result.warnings.append(
             f"cannot start worker processes ({e.strerror}; is /dev/shm mounted?): packing in one process"
         )
-        return _run_tasks(job, tasks, first_offset, total, dataclasses.replace(options, workers=0), result)
+        return _run_tasks(job, make_tasks, first_offset, total, dataclasses.replace(options, workers=0), result)
     procs = [
-        ctx.Process(target=_worker_main, args=(job, seq, task_q, result_q), daemon=True) for _ in range(options.workers)
+        ctx.Process(target=_worker_main, args=(job, seq, board, k, make_tasks, result_q), daemon=True)
+        for k in range(options.workers)
     ]
     # Forked workers must not copy the parent's heap page by page: their first
     # garbage collection would touch every inherited object (copy-on-write).
@@ -942,73 +1051,62 @@ def _run_tasks(
             p.start()
     finally:
         gc.unfreeze()
-    in_flight: dict[int, tuple[int, int]] = {}
-    max_in_flight = 2 * options.workers
-    exhausted = False
+    stats = np.frombuffer(board.stats, np.int64).reshape(options.workers, _Board.FIELDS)
+    finished: set[int] = set()
     clean = False
     try:
-        while True:
-            while not exhausted and len(in_flight) < max_in_flight:
-                nxt = next(tasks, None)
-                if nxt is None:
-                    exhausted = True
-                    break
-                task_q.put(nxt)
-                in_flight[nxt.index] = (int(nxt.pfns[0]), int(nxt.pfns[-1])) if len(nxt.pfns) else (0, 0)
-            if exhausted and not in_flight:
-                break
+        while len(finished) < len(procs):
             try:
-                msg = result_q.get(timeout=0.2)
+                msg = result_q.get(timeout=0.1)
             except queue.Empty:
                 msg = None
-            if msg is None or not isinstance(msg, ChunkDone):
-                dead = [p for p in procs if p.exitcode is not None]
-                if msg is None and not dead:
-                    continue
-                _stop(seq, procs, task_q)
-                if msg is not None:
-                    kind, _index, text, lo, hi = msg
-                    where = f"pfns {lo:#x}-{hi:#x}"
-                    if kind == "full":
-                        raise DiskFullError(job.out.path, f"{text} (writing {where})", 0, 0)
-                    if kind == "output":
-                        # The output failed (a broken pipe, an I/O error): not the worker's fault.
-                        raise OutputError(job.out.path, text)
-                    raise VmcorepackError(f"worker failed on {where}: {text}")
-                first = min(in_flight) if in_flight else -1
-                lo, hi = in_flight.get(first, (0, 0))
-                raise VmcorepackError(
-                    f"worker process {dead[0].pid} died (exit status {dead[0].exitcode}) "
-                    f"with pfns {lo:#x}-{hi:#x} pending; dump abandoned"
-                )
-            in_flight.pop(msg.index, None)
-            _account(result, msg)
-            done_pages += msg.pages
+            if msg is not None and msg[0] == "done":
+                finished.add(msg[1])
+                result.unreadable.extend(msg[2])
+            elif msg is not None:
+                _stop(seq, procs)
+                kind, _worker, text, lo, hi = msg
+                where = f"pfns {lo:#x}-{hi:#x}"
+                if kind == "full":
+                    raise DiskFullError(job.out.path, f"{text} (writing {where})", 0, 0)
+                if kind == "output":
+                    # The output failed (a broken pipe, an I/O error): not the worker's fault.
+                    raise OutputError(job.out.path, text)
+                raise VmcorepackError(f"worker failed on {where}: {text}")
+            else:
+                dead = [k for k, p in enumerate(procs) if p.exitcode is not None and k not in finished]
+                if dead:
+                    k = dead[0]
+                    lo, hi = (int(stats[k, 4]) - 1, int(stats[k, 5]) - 1) if stats[k, 4] else (0, 0)
+                    _stop(seq, procs)
+                    pending = f"with pfns {lo:#x}-{hi:#x} pending" if hi else "between chunks"
+                    raise VmcorepackError(
+                        f"worker process {procs[k].pid} died (exit status {procs[k].exitcode}) {pending}; "
+                        "dump abandoned"
+                    )
             if progress:
-                progress(done_pages, total)
-        for _ in procs:
-            task_q.put(None)
+                progress(int(stats[:, 0].sum()), total)
         for p in procs:
             p.join(5)
         clean = True
     finally:
         if not clean:
-            _stop(seq, procs, task_q)
+            _stop(seq, procs)
         for p in procs:
             if p.is_alive():
                 p.kill()
         for p in procs:
             p.join(5)
-        task_q.cancel_join_thread()
         result_q.cancel_join_thread()
+    totals = stats[:, :4].sum(axis=0)
+    result.zero_pages += int(totals[1])
+    result.compressed_pages += int(totals[2])
     return int(seq.next_offset.value)
 
 
-def _stop(seq: Sequencer, procs: list[Any], task_q: Any, grace: float = 2.0) -> None:
-    """Stop workers: no new work, wake the waiting, let running writes finish, then kill."""
+def _stop(seq: Sequencer, procs: list[Any], grace: float = 2.0) -> None:
+    """Stop workers: no new chunks, wake the waiting, let running writes finish, then kill."""
     seq.abort()
-    for _ in procs:
-        task_q.put(None)
     deadline = time.monotonic() + grace
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))

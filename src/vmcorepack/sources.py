@@ -421,12 +421,18 @@ class Source:
             out[a:b] = raw[(o[a:b] - lo) // ps]
         return out.tobytes(), known_zero
 
-    def _drop_holes(self, off: np.ndarray, max_extents: int = 128) -> np.ndarray:
+    def _drop_holes(self, off: np.ndarray, max_extents: int = 8) -> np.ndarray:
         """Return ``off`` with -1 for pages that lie wholly in a hole of the file (SEEK_DATA/SEEK_HOLE).
 
         Generator images and copied vmcores are sparse; makedumpfile reads
-        their holes as zeros page by page.  A filesystem without the lseek
-        extension answers EINVAL, and then the probing stops for good.
+        their holes as zeros page by page.  Only large holes are worth
+        skipping: the walk gives up, and the range is read through, once it
+        has seen ``max_extents`` data extents or more data than holes.  On
+        the 4 GiB generator image, whose zero pages are scattered holes, a
+        walk of up to 128 extents per chunk cost 319,183 lseek calls and
+        0.9 s of 5.7 s (cProfile of ``vmcorepack -l -d 1 --workers 0``).
+        A filesystem without the lseek extension answers EINVAL, and then
+        the probing stops for good.
         """
         valid = off >= 0
         if not valid.any():
@@ -437,8 +443,9 @@ class Source:
         starts: list[int] = []
         ends: list[int] = []
         pos = lo
+        data = 0
         try:
-            while pos < hi and len(starts) < max_extents:
+            while pos < hi:
                 try:
                     d = os.lseek(fd, pos, os.SEEK_DATA)
                 except OSError as e:
@@ -450,20 +457,16 @@ class Source:
                 h = os.lseek(fd, d, os.SEEK_HOLE)
                 starts.append(d)
                 ends.append(h)
+                data += min(h, hi) - d
+                if len(starts) >= max_extents or data * 2 > hi - lo:
+                    # Fragmented or mostly data: one read beats picking pages around holes.
+                    return off
                 pos = h
-            else:
-                if pos < hi:  # too fragmented to map out: treat the rest as data
-                    starts.append(pos)
-                    ends.append(hi)
         except OSError:
             self.probe_holes = False
             return off
         if not starts:
             return np.where(valid, -1, off)
-        holes = (hi - lo) - sum(min(e, hi) - s for s, e in zip(starts, ends, strict=True))
-        if holes * 2 < hi - lo:
-            # Mostly data: one contiguous read beats picking pages around small holes.
-            return off
         s_arr, e_arr = np.array(starts, np.int64), np.array(ends, np.int64)
         j = np.searchsorted(e_arr, off, side="right")
         inside = (j < len(e_arr)) & (s_arr[np.minimum(j, len(s_arr) - 1)] < off + ps)

@@ -49,14 +49,14 @@ class Output:
         """
         raise NotImplementedError
 
-    def write_parts(self, data: bytes | list[bytes], offset: int) -> None:
+    def write_parts(self, data: bytes | memoryview | list[bytes], offset: int) -> None:
         """Write consecutive pieces starting at ``offset``.
 
         Args:
-            data: One bytes object or a list of them.
+            data: One bytes-like object or a list of bytes.
             offset: Offset of the first byte.
         """
-        self.pwrite(data if isinstance(data, bytes) else b"".join(data), offset)
+        self.pwrite(data if isinstance(data, bytes | memoryview) else b"".join(data), offset)
 
     def finish(self) -> None:
         """Complete the output (end marker, fsync) after a whole dump."""
@@ -176,9 +176,9 @@ class FileOutput(Output):
         """Write at an absolute offset."""
         _write_all(self.fd, data, self.path, offset, self.limit)
 
-    def write_parts(self, data: bytes | list[bytes], offset: int) -> None:
+    def write_parts(self, data: bytes | memoryview | list[bytes], offset: int) -> None:
         """Write pieces with ``pwritev`` (no joined copy of a chunk's pages)."""
-        if isinstance(data, bytes):
+        if isinstance(data, bytes | memoryview):
             self.pwrite(data, offset)
             return
         if self.limit is not None:

@@ -15,6 +15,7 @@ LAYERS = {
     "sources": 2,
     "bitmap": 2,
     "codecs": 2,
+    "_native": 2,  # the C page loop behind codecs
     "kernel": 3,
     "filter": 3,
     "dmesg": 3,
@@ -30,7 +31,8 @@ LAYERS = {
     "streams": 2,
     "cli": 6,
     "mkfixture": 6,
-    "__main__": 7,
+    "launch": 7,
+    "__main__": 8,
     "__init__": 0,
 }
 CLI_ONLY = {"argparse", "tqdm"}

@@ -1,0 +1,89 @@
+"""The C page loop (vmcorepack._native) writes what the Python loop writes."""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+from conftest import IN_CI
+from vmcorepack import codecs, pipeline
+from vmcorepack.codecs import get_codec
+
+
+def _native_or_skip() -> None:
+    if codecs._native_module() is None:
+        if IN_CI:
+            pytest.fail("vmcorepack._native is not built (CI installs gcc, liblzo2-dev and zlib1g-dev)")
+        pytest.skip("vmcorepack._native is not built")
+
+
+def _pages(ps: int, seed: int) -> tuple[bytes, np.ndarray]:
+    """A chunk mixing every kind of page the encoder distinguishes, and a random known-zero mask."""
+    rng = np.random.default_rng(seed)
+    kinds = rng.integers(0, 6, 300)
+    rows = []
+    for k in kinds:
+        if k == 0:
+            rows.append(bytes(ps))  # zero
+        elif k == 1:
+            rows.append(os.urandom(ps))  # incompressible: stored raw
+        elif k == 2:
+            rows.append((b"kernel text %d " % rng.integers(1 << 30)) * (ps // 16))  # very compressible
+        elif k == 3:
+            # Compressible by only a few bytes: close to the "strictly smaller" rule.
+            rows.append(bytes(48) + os.urandom(ps - 48))
+        elif k == 4:
+            page = bytearray(ps)
+            page[-1] = 1  # zero but for its last byte: not a zero page
+            rows.append(bytes(page))
+        else:
+            rows.append(rng.integers(0, 4, ps, np.uint8).tobytes())  # low entropy
+    raw = b"".join(r[:ps].ljust(ps, b"\0") for r in rows)
+    known = rng.random(len(rows)) < 0.1
+    return raw, known
+
+
+def _encode(raw: bytes, known: np.ndarray, ps: int, codec: str, share_zero: bool, native: bool) -> tuple[bytes, bytes]:
+    old = codecs.USE_NATIVE
+    codecs.USE_NATIVE = native
+    try:
+        present = np.frombuffer(raw, np.uint8).reshape(-1, ps)[~known].tobytes()
+        enc = pipeline.encode_chunk(present, ps, get_codec(codec), share_zero, None, known)
+    finally:
+        codecs.USE_NATIVE = old
+    data = enc.data if isinstance(enc.data, bytes | memoryview) else b"".join(enc.data)
+    return enc.descs.tobytes(), bytes(data)
+
+
+@pytest.mark.parametrize("codec", ["none", "zlib", "lzo"])
+@pytest.mark.parametrize("share_zero", [True, False])
+@pytest.mark.parametrize("ps", [4096, 16384])
+def test_native_equals_python(codec: str, share_zero: bool, ps: int) -> None:
+    _native_or_skip()
+    if codec == "lzo" and not codecs.available("lzo"):
+        pytest.fail("python-lzo missing") if IN_CI else pytest.skip("python-lzo missing")
+    raw, known = _pages(ps, seed=ps + share_zero)
+    for mask in (np.zeros_like(known), known):
+        assert _encode(raw, mask, ps, codec, share_zero, True) == _encode(raw, mask, ps, codec, share_zero, False)
+
+
+def test_native_zlib_is_compress2_level1() -> None:
+    _native_or_skip()
+    page = (b"struct page " * 400)[:4096]
+    descs, data = _encode(page, np.zeros(1, bool), 4096, "zlib", True, True)
+    assert data == zlib.compress(page, 1)
+    assert np.frombuffer(descs, pipeline.kdump.PAGE_DESC)["size"][0] == len(data)
+
+
+def test_native_rejects_bad_buffers() -> None:
+    _native_or_skip()
+    loop = codecs.page_loop(get_codec("zlib"), 4096)
+    assert loop is not None
+    sizes = np.zeros(2, np.int64)
+    with pytest.raises(ValueError, match="whole number of pages"):
+        loop.encode(bytes(4097), 4096, True, bytearray(1 << 16), sizes.data)
+    with pytest.raises(ValueError, match="too small"):
+        loop.encode(bytes(8192), 4096, True, bytearray(8192), sizes.data)
