@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from vmcorepack.cli import main
+from vmcorepack.launch import main
 
 raise SystemExit(main())
