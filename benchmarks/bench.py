@@ -5,14 +5,20 @@ Usage: python benchmarks/bench.py [--runs 3] [--workers 2] INPUT[:LEVEL[:CODEC]]
 Each case runs makedumpfile (single-threaded, as kdump services run it) and
 vmcorepack alternately, `--runs` times each, on the same input with the same
 dump level and codec, and prints the median wall time, the ratio, the peak
-proportional set size (PSS) summed over the whole process tree (sampled
-every 20 ms from /proc/PID/smaps_rollup), and the output sizes. The input is read once before timing so both
-tools see it in the page cache.
+proportional set size (PSS) summed over the whole process tree, and the
+output sizes. The input is read once before timing so both tools see it in
+the page cache.
+
+Timed runs are not sampled: reading /proc/PID/smaps_rollup walks a process's
+page tables, and sampling three processes every 20 ms took enough of a core
+to slow vmcorepack's workers. Memory comes from one extra run per tool,
+sampled every 20 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -52,8 +58,18 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def run_timed(cmd: list[str]) -> float:
+    """Run ``cmd`` unobserved; return its wall time in seconds."""
+    t0 = time.perf_counter()
+    rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(f"command failed ({rc}): {' '.join(cmd)}")
+    return wall
+
+
 def run_measured(cmd: list[str], stdout: int | None = None) -> tuple[float, int]:
-    """Run ``cmd``; return (wall seconds, peak RSS summed over its process tree, KiB)."""
+    """Run ``cmd``; return (wall seconds, peak PSS summed over its process tree, KiB)."""
     peak = 0
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=stdout if stdout is not None else subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -81,6 +97,100 @@ def run_measured(cmd: list[str], stdout: int | None = None) -> tuple[float, int]
     return wall, peak
 
 
+@dataclasses.dataclass
+class Result:
+    """One case: median wall times, peak PSS and output sizes of a baseline and of vmcorepack."""
+
+    input: str
+    level: str
+    codec: str
+    baseline: str  # "makedumpfile" or "vmcorepack --workers 0"
+    base_s: float
+    ours_s: float
+    base_kib: int
+    ours_kib: int
+    base_bytes: int
+    ours_bytes: int
+    ram_bytes: int  # the input's size (memory covered), for throughput
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_s / self.base_s if self.base_s else float("nan")
+
+
+def warm(path: str) -> None:
+    """Read the input once so that every timed run finds it in the page cache."""
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
+def compare(
+    path: str,
+    level: str,
+    codec: str,
+    runs: int,
+    ours: list[str],
+    baseline: list[str] | None,
+    baseline_name: str = "makedumpfile",
+) -> Result:
+    """Run ``baseline`` and ``ours`` (commands without the input and output) alternately.
+
+    ``runs`` unobserved runs each give the median wall time; one more run each,
+    sampled, gives the peak PSS. A None baseline runs vmcorepack alone.
+    """
+    warm(path)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("BENCH_TMP")))
+    tools = {"ours": ours} if baseline is None else {"base": baseline, "ours": ours}
+    times: dict[str, list[float]] = {k: [] for k in tools}
+    mem = dict.fromkeys(tools, 0)
+    size = dict.fromkeys(tools, 0)
+    try:
+        for run in range(runs + 1):
+            for who, prefix in tools.items():
+                out = tmp / f"{who}.kdump"
+                out.unlink(missing_ok=True)
+                cmd = [*prefix, path, str(out)]
+                if run < runs:
+                    times[who].append(run_timed(cmd))
+                else:
+                    mem[who] = run_measured(cmd)[1]
+                size[who] = out.stat().st_size if out.exists() else 0
+                out.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    nan = float("nan")
+    return Result(
+        Path(path).name,
+        level,
+        codec,
+        baseline_name if baseline is not None else "-",
+        statistics.median(times["base"]) if "base" in times else nan,
+        statistics.median(times["ours"]),
+        mem.get("base", 0),
+        mem["ours"],
+        size.get("base", 0),
+        size["ours"],
+        os.path.getsize(path),
+    )
+
+
+HEADER = (
+    f"{'input':<22} {'opts':<9} {'baseline':<13} {'base s':>7} {'ours s':>7} {'ratio':>6} "
+    f"{'base MiB':>8} {'ours MiB':>8} {'base bytes':>12} {'ours bytes':>12} {'size':>6}"
+)
+
+
+def row(r: Result) -> str:
+    """Format one result as a table line under :data:`HEADER`."""
+    rel = r.ours_bytes / r.base_bytes if r.base_bytes else 0.0
+    return (
+        f"{r.input:<22} {'-d' + r.level + ' ' + r.codec:<9} {r.baseline:<13} {r.base_s:7.2f} {r.ours_s:7.2f} "
+        f"{r.ratio:6.2f} {r.base_kib / 1024:8.1f} {r.ours_kib / 1024:8.1f} {r.base_bytes:12d} {r.ours_bytes:12d} "
+        f"{rel:6.3f}"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cases", nargs="+", help="INPUT[:LEVEL[:CODEC]] (default level 1, codec lzo)")
@@ -92,52 +202,14 @@ def main() -> int:
     ap.add_argument("--dry-run", action="store_true", help="both tools filter and count but write nothing")
     ap.add_argument("--ours-only", action="store_true", help="skip makedumpfile (memory runs on big inputs)")
     args = ap.parse_args()
-    cols = ("mdf s", "ours s", "ratio", "mdf MiB", "ours MiB", "mdf bytes", "ours bytes", "size")
-    widths = (7, 7, 6, 8, 8, 12, 12, 6)
-    print(f"{'input':<28} {'opts':<8} " + " ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True)))
+    print(HEADER)
     for case in args.cases:
         parts = case.split(":")
         path, level, codec = parts[0], parts[1] if len(parts) > 1 else "1", parts[2] if len(parts) > 2 else "lzo"
-        with open(path, "rb") as f:  # warm the page cache
-            while f.read(1 << 24):
-                pass
-        tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("BENCH_TMP")))
-        opts = [*CODEC_OPT[codec], "-d", level, *(["--dry-run"] if args.dry_run else [])]
-        times: dict[str, list[float]] = {"mdf": [], "ours": []}
-        mem: dict[str, int] = {"mdf": 0, "ours": 0}
-        size: dict[str, int] = {}
-        for _ in range(args.runs):
-            for who in ("ours",) if args.ours_only else ("mdf", "ours"):
-                out = tmp / f"{who}.kdump"
-                out.unlink(missing_ok=True)
-                if who == "mdf":
-                    cmd = [args.makedumpfile, *opts, "--message-level", "0", path, str(out)]
-                else:
-                    cmd = [
-                        args.vmcorepack,
-                        *opts,
-                        "--message-level",
-                        "0",
-                        "--workers",
-                        str(args.workers),
-                        *args.extra.split(),
-                        path,
-                        str(out),
-                    ]
-                wall, peak = run_measured(cmd)
-                times[who].append(wall)
-                mem[who] = max(mem[who], peak)
-                size[who] = out.stat().st_size if out.exists() else 0
-                out.unlink(missing_ok=True)
-        if args.ours_only:
-            times["mdf"], size["mdf"] = [float("nan")], 0
-        tm, to = statistics.median(times["mdf"]), statistics.median(times["ours"])
-        print(
-            f"{Path(path).name:<28} {'-d' + level + ' ' + codec:<8} {tm:7.2f} {to:7.2f} {to / tm:6.2f} "
-            f"{mem['mdf'] / 1024:8.1f} {mem['ours'] / 1024:8.1f} {size['mdf']:12d} {size['ours']:12d} "
-            f"{size['ours'] / size['mdf'] if size['mdf'] else 0:6.3f}"
-        )
-        shutil.rmtree(tmp, ignore_errors=True)
+        opts = [*CODEC_OPT[codec], "-d", level, "--message-level", "0", *(["--dry-run"] if args.dry_run else [])]
+        ours = [args.vmcorepack, *opts, "--workers", str(args.workers), *args.extra.split()]
+        base = None if args.ours_only else [args.makedumpfile, *opts]
+        print(row(compare(path, level, codec, args.runs, ours, base)), flush=True)
     return 0
 
 

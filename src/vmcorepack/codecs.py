@@ -13,11 +13,11 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
-import os
 import zlib
 from collections.abc import Callable
 from typing import Any
 
+from vmcorepack import native
 from vmcorepack.constants import DumpStatus
 from vmcorepack.errors import CompressionError, UnsupportedError
 
@@ -73,19 +73,6 @@ class Codec:
 #: Codec numbers of the C page loop (src/vmcorepack/_native.c).
 _NATIVE_IDS = {"none": 0, "zlib": 1, "lzo": 2}
 
-#: Use the C page loop when it is built; VMCOREPACK_NATIVE=0 forces the
-#: Python loop (tests compare the two, benchmarks can time both).
-USE_NATIVE = os.environ.get("VMCOREPACK_NATIVE", "1") != "0"
-
-
-@functools.cache
-def _native_module() -> Any:
-    try:
-        from vmcorepack import _native
-    except ImportError:  # built without a C compiler or the liblzo2/zlib headers
-        return None
-    return _native
-
 
 @dataclasses.dataclass(frozen=True)
 class PageLoop:
@@ -112,7 +99,7 @@ class PageLoop:
         Returns:
             Bytes stored in ``dst``.
         """
-        n: int = _native_module().encode_pages(self.codec_id, src, page_size, share_zero, dst, sizes)
+        n: int = native.module().encode_pages(self.codec_id, src, page_size, share_zero, dst, sizes)
         return n
 
 
@@ -126,7 +113,7 @@ def page_loop(codec: Codec, page_size: int) -> PageLoop | None:
     Returns:
         The loop, when the extension is built, enabled and knows the codec.
     """
-    mod = _native_module() if USE_NATIVE else None
+    mod = native.module()
     if mod is None or codec.name not in _NATIVE_IDS:
         return None
     return PageLoop(_NATIVE_IDS[codec.name], int(mod.headroom(page_size)))

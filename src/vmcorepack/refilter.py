@@ -146,6 +146,15 @@ class KdumpSource(Source):
             pa += take
         return bytes(out)
 
+    def read_phys_into(self, paddr: int, out: memoryview) -> None:
+        """Fill ``out`` from the pages the input kept (see :meth:`read_phys`).
+
+        Args:
+            paddr: Physical address.
+            out: Writable byte buffer.
+        """
+        out[:] = self.read_phys(paddr, len(out))
+
     def _descs_for(self, pfns: np.ndarray) -> np.ndarray:
         """Descriptors of sorted pfns the input has, read as one slice of the table."""
         r = self.reader

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from vmcorepack import native
 from vmcorepack.constants import START_KERNEL_MAP
 from vmcorepack.errors import ElfFormatError, FormatError, SourceReadError, VmcoreinfoError
 from vmcorepack.formats import elf
@@ -246,6 +247,24 @@ class Source:
         Raises:
             SourceReadError: Part of the range is not backed by the file.
         """
+        buf = bytearray(size)
+        self.read_phys_into(paddr, memoryview(buf))
+        return bytes(buf)
+
+    def read_phys_into(self, paddr: int, out: memoryview) -> None:
+        """Fill ``out`` with physical memory from ``paddr`` (no intermediate copy).
+
+        mem_map scans read tens of MiB this way: straight into the array
+        that is decoded, instead of through a bytes object.
+
+        Args:
+            paddr: Physical address.
+            out: Writable byte buffer; its length is the size read.
+
+        Raises:
+            SourceReadError: Part of the range is not backed by the file.
+        """
+        size = len(out)
         segs = self.segments
         hit = np.nonzero((segs["phys_start"] <= paddr) & (paddr < segs["phys_start"] + segs["file_size"]))[0]
         if not len(hit):
@@ -254,13 +273,12 @@ class Source:
         avail = int(seg["phys_start"]) + int(seg["file_size"]) - paddr
         if avail < size:
             # Cross into the next segment (rare: page tables read 8 bytes).
-            first = self.read_phys(paddr, avail)
-            return first + self.read_phys(paddr + avail, size - avail)
-        buf = bytearray(size)
-        got = self._read_into(memoryview(buf), int(seg["file_offset"]) + paddr - int(seg["phys_start"]))
+            self.read_phys_into(paddr, out[:avail])
+            self.read_phys_into(paddr + avail, out[avail:])
+            return
+        got = self._read_into(out, int(seg["file_offset"]) + paddr - int(seg["phys_start"]))
         if got < size:
             raise SourceReadError(self.path, paddr + got, "file ends inside a segment")
-        return bytes(buf)
 
     def page_owner(self, start_pfn: int, count: int) -> np.ndarray:
         """Return, per pfn, the index of the segment its data comes from, or -1.
@@ -363,14 +381,14 @@ class Source:
         """
         data, known_zero = self.read_pfns_sparse(pfns, bad, gap)
         if not known_zero.any():
-            return data
+            return bytes(data)
         out = np.zeros((len(pfns), self.page_size), np.uint8)
         out[~known_zero] = np.frombuffer(data, np.uint8).reshape(-1, self.page_size)
         return out.tobytes()
 
     def read_pfns_sparse(
         self, pfns: np.ndarray, bad: list[int] | None = None, gap: int = 1 << 16
-    ) -> tuple[bytes, np.ndarray]:
+    ) -> tuple[bytes | bytearray, np.ndarray]:
         """Read the pages of a sorted pfn list, except those known to be zero.
 
         Pages with no file data, or lying in a hole of a sparse file, are
@@ -405,6 +423,9 @@ class Source:
         if m == 1 or bool((np.diff(o) == ps).all()):
             # One contiguous stretch of the file: the common case at -d 0/1.
             return self._read_guarded(int(o[0]), m * ps, pfns[have], bad), known_zero
+        gathered = self._gather_native(o, pfns[have], bad)
+        if gathered is not None:
+            return gathered, known_zero
         out = np.zeros((m, ps), np.uint8)
         if self.mmap_scattered and self._gather_mapped(o, out):
             return out.tobytes(), known_zero
@@ -471,6 +492,33 @@ class Source:
         j = np.searchsorted(e_arr, off, side="right")
         inside = (j < len(e_arr)) & (s_arr[np.minimum(j, len(s_arr) - 1)] < off + ps)
         return np.where(valid & ~inside, -1, off)
+
+    def _gather_native(self, o: np.ndarray, pfns: np.ndarray, bad: list[int] | None) -> bytes | bytearray | None:
+        """Gather the pages at file offsets ``o`` with the C reader (one preadv per stretch).
+
+        At -d 31 on the 4 GiB generator image (352k scattered pages, cProfile
+        of ``vmcorepack -l -d 31 --workers 0``) gathering took 2.1 s through
+        mmap windows and 2.0 s with Python preads and numpy row copies.
+
+        Returns:
+            The pages, or None when the extension is absent (the caller
+            falls back).  An I/O error goes to the page-by-page path.
+        """
+        mod = native.module()
+        if mod is None:
+            return None
+        out = bytearray(len(o) * self.page_size)
+        try:
+            mod.read_pages(self._file(), np.ascontiguousarray(o, np.int64), self.page_size, out)
+        except OSError:
+            return self._read_scattered_guarded(o, pfns, bad)
+        return out
+
+    def _read_scattered_guarded(self, o: np.ndarray, pfns: np.ndarray, bad: list[int] | None) -> bytes:
+        """Read pages one by one after an I/O error, recording the unreadable pfns."""
+        ps = self.page_size
+        parts = [self._read_guarded(off, ps, pfns[i : i + 1], bad) for i, off in enumerate(o.tolist())]
+        return b"".join(parts)
 
     def _gather_mapped(self, o: np.ndarray, out: np.ndarray, window: int = 1 << 28) -> bool:
         """Copy the pages at file offsets ``o`` into the rows of ``out`` through mmap windows.

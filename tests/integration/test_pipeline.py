@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_tool
+from vmcorepack import native, pipeline, sources
 from vmcorepack.cli import main
 from vmcorepack.fixtures import FixtureSpec, build
 
@@ -62,3 +63,21 @@ def test_generated_any_workers_any_cycles(tmp_path: Path, generation: str) -> No
             out.unlink()
     assert len(by_variant["default"]) == 1
     assert len(by_variant["cycled"]) == 1
+
+
+@pytest.mark.parametrize("codec", ["lzo", "zlib", "none"])
+def test_generated_any_chunk_size_either_page_loop(tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunk sizes (odd ones too) and the C or Python page loop change nothing in the file."""
+    if codec == "lzo":
+        pytest.importorskip("lzo")
+    img = build(FixtureSpec(size_bytes=64 << 20, generation="6.1", seed=5), tmp_path / "img.vmcore")
+    digests = set()
+    for use_c in (True, False):
+        monkeypatch.setattr(native, "ENABLED", use_c)
+        for workers, chunk in ((0, 0), (0, 1), (0, 37), (2, 0), (2, 333), (3, 4096)):
+            out = tmp_path / f"{use_c}-{workers}-{chunk}.kdump"
+            opts = pipeline.PackOptions(dump_level=31, codec=codec, workers=workers, chunk_pages=chunk)
+            pipeline.pack(sources.open_elf(str(img.path)), str(out), opts)
+            digests.add(_digest(out))
+            out.unlink()
+    assert len(digests) == 1

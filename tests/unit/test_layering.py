@@ -11,11 +11,12 @@ LAYERS = {
     "errors": 0,
     "constants": 0,
     "formats": 1,
+    "native": 1,
     "vmcoreinfo": 2,
     "sources": 2,
     "bitmap": 2,
     "codecs": 2,
-    "_native": 2,  # the C page loop behind codecs
+    "_native": 1,  # the C extension behind native
     "kernel": 3,
     "filter": 3,
     "dmesg": 3,

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import IN_CI
-from vmcorepack import codecs, pipeline
+from vmcorepack import codecs, native, pipeline
+from vmcorepack import native as native_mod
 from vmcorepack.codecs import get_codec
 
 
 def _native_or_skip() -> None:
-    if codecs._native_module() is None:
+    if not native.built():
         if IN_CI:
             pytest.fail("vmcorepack._native is not built (CI installs gcc, liblzo2-dev and zlib1g-dev)")
         pytest.skip("vmcorepack._native is not built")
@@ -47,13 +48,13 @@ def _pages(ps: int, seed: int) -> tuple[bytes, np.ndarray]:
 
 
 def _encode(raw: bytes, known: np.ndarray, ps: int, codec: str, share_zero: bool, native: bool) -> tuple[bytes, bytes]:
-    old = codecs.USE_NATIVE
-    codecs.USE_NATIVE = native
+    old = native_mod.ENABLED
+    native_mod.ENABLED = native
     try:
         present = np.frombuffer(raw, np.uint8).reshape(-1, ps)[~known].tobytes()
         enc = pipeline.encode_chunk(present, ps, get_codec(codec), share_zero, None, known)
     finally:
-        codecs.USE_NATIVE = old
+        native_mod.ENABLED = old
     data = enc.data if isinstance(enc.data, bytes | memoryview) else b"".join(enc.data)
     return enc.descs.tobytes(), bytes(data)
 

@@ -349,6 +349,7 @@ class MemMap:
         n = end - start
         size = self.layout.size
         buf = np.zeros(n * size, np.uint8)
+        view = buf.data
         read = np.zeros(n, bool)
         tail_ok = np.zeros(n, bool)
         for a, b in _batch_reads(start, end, examined):
@@ -357,7 +358,7 @@ class MemMap:
                 runs = self.walker.runs(va, (b - a) * size)
                 pos = (a - start) * size
                 for run in runs:
-                    buf[pos : pos + run.size] = np.frombuffer(self.source.read_phys(run.paddr, run.size), np.uint8)
+                    self.source.read_phys_into(run.paddr, view[pos : pos + run.size])
                     pos += run.size
             except (KernelMemoryError, SourceReadError) as e:
                 raise KernelMemoryError(va, f"cannot read struct page of pfns {a:#x}-{b - 1:#x} at {va:#x}: {e}") from e

@@ -1,0 +1,145 @@
+"""The whole benchmark of issue 4: build the inputs, run every case, write the table and a plot.
+
+Usage: python benchmarks/suite.py [--runs 3] [--sizes 1G,4G,8G] [--dir .cache/bench] [--quick]
+
+Inputs: the real fixture (../shared/fixtures/vmcore-A.elf.zst, decompressed
+to .cache/vmcore-A.elf) and generator images of each size with a mix of
+about 30% zero pages, 60% kernel- and file-like pages and 10% incompressible
+content (built once with vmcorepack-mkfixture, kept in --dir).
+
+Cases: every input at -d 1 and -d 31 with -l and -c against makedumpfile
+(single-threaded, as kdump services run it), and with -z and -p against
+vmcorepack's own one-process run (makedumpfile from Debian has neither).
+vmcorepack runs with --workers 2.
+
+Writes benchmarks/results/results.md (the table), results.csv and
+throughput.png (memory covered per second against input size, per codec).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import CODEC_OPT, HEADER, Result, compare, row
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SHARED_FIXTURE = REPO.parent / "shared" / "fixtures" / "vmcore-A.elf.zst"
+
+#: Page kinds of the generated images: the rest (30%) is zero pages; 10% of
+#: the non-zero pages get random content (the generator's default).
+MIX = "kernel=0.08,pgtable=0.01,cache=0.2,cache_private=0.04,swapcache=0.02,anon=0.15,buddy=0.1,thp=0.04,slab=0.06"
+
+
+def real_fixture() -> Path:
+    """Return the decompressed real vmcore, decompressing it on first use."""
+    out = REPO / ".cache" / "vmcore-A.elf"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["zstd", "-q", "-d", "-f", str(SHARED_FIXTURE), "-o", str(out)], check=True)
+    return out
+
+
+def image(directory: Path, size: str) -> Path:
+    """Return the generator image of ``size``, building it on first use."""
+    path = directory / f"mix-{size}.vmcore"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        tool = Path(sys.executable).with_name("vmcorepack-mkfixture")
+        part = path.with_suffix(".part")
+        subprocess.run([str(tool), "-f", "--size", size, "--seed", "7", "--mix", MIX, str(part)], check=True)
+        part.rename(path)
+    return path
+
+
+def plot(results: list[Result], png: Path) -> None:
+    """Throughput (input bytes per second) against input size, one line per codec and tool."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, level in zip(axes, ("1", "31"), strict=True):
+        for codec in CODEC_OPT:
+            rs = sorted((r for r in results if r.level == level and r.codec == codec), key=lambda r: r.ram_bytes)
+            if not rs:
+                continue
+            x = [r.ram_bytes / 2**30 for r in rs]
+            (line,) = ax.plot(x, [r.ram_bytes / r.ours_s / 2**20 for r in rs], marker="o", label=f"vmcorepack {codec}")
+            base = [r for r in rs if r.baseline != "-"]
+            if base:
+                ax.plot(
+                    [r.ram_bytes / 2**30 for r in base],
+                    [r.ram_bytes / r.base_s / 2**20 for r in base],
+                    marker="x",
+                    linestyle="--",
+                    color=line.get_color(),
+                    label=f"{base[0].baseline} {codec}",
+                )
+        ax.set_title(f"-d {level}")
+        ax.set_xlabel("input size (GiB)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("MiB of input per second")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("vmcorepack (2 workers) against makedumpfile 1.7.2 and its own one-process run")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per tool and case (median)")
+    ap.add_argument("--sizes", default="1G,4G,8G", help="generator image sizes")
+    ap.add_argument("--dir", type=Path, default=REPO / ".cache" / "bench", help="where the images are kept")
+    ap.add_argument("--quick", action="store_true", help="one run, real fixture and the smallest image only")
+    ap.add_argument("--makedumpfile", default=shutil.which("makedumpfile") or "makedumpfile")
+    args = ap.parse_args()
+    runs = 1 if args.quick else args.runs
+    sizes = args.sizes.split(",")[:1] if args.quick else args.sizes.split(",")
+    inputs = [real_fixture(), *(image(args.dir, s) for s in sizes)]
+    ours_tool = str(Path(sys.executable).with_name("vmcorepack"))
+    results: list[Result] = []
+    print(HEADER, flush=True)
+    for path in inputs:
+        for level in ("1", "31"):
+            for codec in ("lzo", "zlib", "zstd", "snappy"):
+                opts = [*CODEC_OPT[codec], "-d", level, "--message-level", "0"]
+                ours = [ours_tool, *opts, "--workers", "2"]
+                if codec in ("lzo", "zlib"):
+                    r = compare(str(path), level, codec, runs, ours, [args.makedumpfile, *opts])
+                else:
+                    one = [ours_tool, *opts, "--workers", "0"]
+                    r = compare(str(path), level, codec, runs, ours, one, "vmcorepack w0")
+                results.append(r)
+                print(row(r), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([fld.name for fld in dataclasses.fields(Result)] + ["ratio"])
+        for r in results:
+            w.writerow([*dataclasses.astuple(r), f"{r.ratio:.3f}"])
+    with open(RESULTS / "results.md", "w") as f:
+        f.write(f"`python benchmarks/suite.py --runs {runs} --sizes {','.join(sizes)}`, median of {runs}\n\n")
+        f.write("| input | options | baseline | baseline s | vmcorepack s | ratio | peak MiB (base / ours) | size |\n")
+        f.write("| --- | --- | --- | ---: | ---: | ---: | --- | ---: |\n")
+        for r in results:
+            rel = r.ours_bytes / r.base_bytes if r.base_bytes else 0.0
+            f.write(
+                f"| {r.input} | -d {r.level} {r.codec} | {r.baseline} | {r.base_s:.2f} | {r.ours_s:.2f} | "
+                f"{r.ratio:.2f} | {r.base_kib / 1024:.1f} / {r.ours_kib / 1024:.1f} | {rel:.3f} |\n"
+            )
+    plot(results, RESULTS / "throughput.png")
+    print(f"wrote {RESULTS / 'results.md'}, results.csv and throughput.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
