@@ -15,14 +15,15 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from vmcorepack import __version__, codecs, dmesg, elfout, pipeline, reader, refilter, sources, split, streams, writer
-from vmcorepack import info as dumpinfo
-from vmcorepack import verify as dumpverify
+from vmcorepack import __version__, codecs, pipeline, reader, refilter, sources, streams, writer
 from vmcorepack.constants import DISKDUMP_SIGNATURE, KDUMP_SIGNATURE, MAX_DUMP_LEVEL
 from vmcorepack.errors import IncompleteDumpError, OutputError, UsageError, VmcorepackError
 from vmcorepack.formats import flat
+
+if TYPE_CHECKING:
+    from vmcorepack import info as dumpinfo
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -254,6 +255,8 @@ def _workers(args: argparse.Namespace) -> int:
 
 def _run_dmesg(args: argparse.Namespace, msg_level: int) -> int:
     """``--dump-dmesg [--partial-dmesg] VMCORE LOGFILE`` (makedumpfile's checks and messages)."""
+    from vmcorepack import dmesg  # only this mode needs the log parser
+
     if not args.dump_dmesg:
         # check_param_for_creating_dumpfile: --partial-dmesg needs --dump-dmesg.
         raise UsageError("--partial-dmesg needs --dump-dmesg")
@@ -290,6 +293,8 @@ def _write_log(path: str, text: bytes, force: bool) -> None:
 
 def _run_elf(args: argparse.Namespace, levels: list[int], msg_level: int) -> int:
     """``-E [-d LEVEL] [-F] VMCORE DUMPFILE``: an ELF core, as makedumpfile writes it."""
+    from vmcorepack import elfout
+
     # check_param_for_creating_dumpfile: no compression, threads or --split with -E.
     if args.codec:
         raise UsageError("-E writes uncompressed ELF: it cannot be combined with -c, -l, -p or -z")
@@ -386,6 +391,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--reassemble takes DUMPFILE1 DUMPFILE2 ... DUMPFILE")
         if args.check_params:
             return EXIT_OK
+        from vmcorepack import split
+
         size = split.reassemble(args.files[:-1], args.files[-1], args.force)
         if msg_level & ML_COMMON:
             sys.stdout.write(f"The dumpfile is saved to {args.files[-1]} ({size} bytes).\n")
@@ -435,6 +442,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     if args.split:
         try:
+            from vmcorepack import split
+
             block = args.splitblock_size or split.DEFAULT_SPLITBLOCK_KIB
             parts = split.pack_split(source, args.files[1:], opts, block)
         finally:
@@ -561,6 +570,9 @@ def format_info(info: dumpinfo.DumpInfo) -> str:
 
 def _run_inspect(args: argparse.Namespace) -> int:
     """``--info [--json] [--plot PNG [--source VMCORE]]`` and ``--verify DUMPFILE... SOURCE``."""
+    from vmcorepack import info as dumpinfo
+    from vmcorepack import verify as dumpverify
+
     if args.verify:
         if len(args.files) < 2:
             raise UsageError("--verify takes DUMPFILE [DUMPFILE...] SOURCE")

@@ -156,7 +156,7 @@ def read_pfns(source: Source, pfns: np.ndarray, bad: list[int] | None = None) ->
     return source.read_pfns_bytes(pfns, bad)
 
 
-def zero_mask(raw: bytes | bytearray, page_size: int) -> np.ndarray:
+def zero_mask(raw: bytes | bytearray | memoryview, page_size: int) -> np.ndarray:
     """Return which pages are all zero (one vectorised pass).
 
     Args:
@@ -198,7 +198,7 @@ def _encoded_zero_page(codec: Codec, page_size: int) -> bytes:
 
 
 def encode_chunk(
-    raw: bytes | bytearray,
+    raw: bytes | bytearray | memoryview,
     page_size: int,
     codec: Codec,
     share_zero: bool,
@@ -288,7 +288,12 @@ _scratch = bytearray()
 
 
 def _encode_native(
-    loop: PageLoop, raw: bytes | bytearray, page_size: int, codec: Codec, share_zero: bool, known: np.ndarray
+    loop: PageLoop,
+    raw: bytes | bytearray | memoryview,
+    page_size: int,
+    codec: Codec,
+    share_zero: bool,
+    known: np.ndarray,
 ) -> EncodedChunk:
     """:func:`encode_chunk` through the C page loop (no unreadable pages, no stored zeros).
 
@@ -1101,11 +1106,14 @@ def _run_tasks(
         gc.unfreeze()
     stats = np.frombuffer(board.stats, np.int64).reshape(options.workers, _Board.FIELDS)
     finished: set[int] = set()
+    reported = 0
     clean = False
     try:
         while len(finished) < len(procs):
             try:
-                msg = result_q.get(timeout=0.1)
+                # Short waits: the run ends as soon as the last worker reports
+                # (0.1 s waits cost up to 0.1 s per run, 5% of a 4 GiB -l run).
+                msg = result_q.get(timeout=0.02)
             except queue.Empty:
                 msg = None
             if msg is not None and msg[0] == "done":
@@ -1132,8 +1140,10 @@ def _run_tasks(
                         f"worker process {procs[k].pid} died (exit status {procs[k].exitcode}) {pending}; "
                         "dump abandoned"
                     )
-            if progress:
-                progress(int(stats[:, 0].sum()), total)
+            now = int(stats[:, 0].sum())
+            if progress and now != reported:
+                reported = now
+                progress(now, total)
         for p in procs:
             p.join(5)
         clean = True

@@ -218,6 +218,7 @@ def test_unreadable_pages_are_left_out(real_vmcore: Path, tmp_path: Path, worker
     flaky.bad = bad
     # Read as /proc/vmcore is read: pread only (an mmap read cannot report EIO).
     flaky.mmap_scattered = False
+    flaky.map_dense = False
     out = tmp_path / "dump"
     res = pack(flaky, str(out), PackOptions(dump_level=1, codec="lzo", workers=workers))
     assert sorted(res.unreadable) == sorted(bad)
