@@ -1,7 +1,7 @@
-"""vmcorepack in a real kdump capture kernel under QEMU (tools/e2e), opt-in.
+"""vmcorepack in a real kdump capture kernel under QEMU (tools/e2e), opt-in; CI opts in.
 
-A loop takes about 4 minutes under TCG on 2 cores (no KVM), so it is not part of the
-default run: set ``VMCOREPACK_E2E=1`` to run it. ``VMCOREPACK_E2E_KERNEL`` (6.1),
+A loop takes 2.5-4 minutes under TCG on 2 cores (no KVM), so a local ``make test`` skips
+it: set ``VMCOREPACK_E2E=1`` to run it (``.ci/run`` does). ``VMCOREPACK_E2E_KERNEL`` (6.1),
 ``VMCOREPACK_E2E_PAGING`` (4) and ``VMCOREPACK_E2E_CRASHKERNEL`` (256M) pick the variant.
 Needs the Debian packages listed in README.md, section "End-to-end".
 """
