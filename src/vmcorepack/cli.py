@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-threads", type=int, default=None, metavar="N", help="worker processes (makedumpfile spelling)"
     )
     p.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes (default: online CPUs)")
+    p.add_argument(
+        "--dedup",
+        action="store_true",
+        help="pages equal to an earlier page of the same chunk share its data (smaller file; not makedumpfile's bytes)",
+    )
     p.add_argument("--cyclic-buffer", type=int, default=None, metavar="KiB", help="bitmap buffer per cycle, KiB")
     p.add_argument("--non-mmap", action="store_true", help="read the input with read() only")
     p.add_argument("--mmap", action="store_true", help="read through mmap windows (default only for /proc/vmcore)")
@@ -428,6 +433,7 @@ def run(args: argparse.Namespace) -> int:
         flat=args.flat,
         cycle_pfns=cycle,
         dry_run=args.dry_run,
+        dedup=args.dedup,
         force=args.force,
         limit=args.limit,
         cyclic_buffer_given=args.cyclic_buffer is not None,

@@ -74,6 +74,7 @@ class PackOptions:
         cycle_pfns: pfns per bitmap cycle (bounds memory).
         chunk_pages: Dumpable pages per chunk (0: by worker count).
         dry_run: Do everything but write.
+        dedup: Pages of a chunk that equal an earlier page of the chunk share its data.
         force: Overwrite an existing output file.
         limit: makedumpfile ``-L``: cap the output size in bytes.
         cyclic_buffer_given: ``--cyclic-buffer`` was given (see :func:`bitmap_in_file`).
@@ -89,6 +90,7 @@ class PackOptions:
     cycle_pfns: int = DEFAULT_CYCLE_PFNS
     chunk_pages: int = DEFAULT_CHUNK_PAGES
     dry_run: bool = False
+    dedup: bool = False
     force: bool = False
     limit: int | None = None
     cyclic_buffer_given: bool = False
@@ -282,6 +284,86 @@ def encode_chunk(
     return EncodedChunk(descs, data, int(is_zero.sum()), compressed)
 
 
+#: Odd 64-bit multipliers, one per word of a page, for the duplicate-page hash.
+_HASH_KEYS = np.random.default_rng(0x6B64).integers(1, 1 << 63, 1 << 13, dtype=np.uint64) | np.uint64(1)
+
+
+def duplicate_of(raw: bytes | bytearray | memoryview, page_size: int) -> np.ndarray:
+    """Return, per page of ``raw``, the index of the first page equal to it (itself if none).
+
+    One multiply-add hash pass, then a full comparison with the candidate, so
+    a hash collision only costs a missed share, never a wrong page.
+
+    Args:
+        raw: Concatenated pages.
+        page_size: Page size (a multiple of 8).
+
+    Returns:
+        int64 array.
+    """
+    words = np.frombuffer(raw, np.uint64).reshape(-1, page_size // 8)
+    m = len(words)
+    if m < 2:
+        return np.arange(m)
+    keys = _HASH_KEYS[: page_size // 8] if page_size // 8 <= len(_HASH_KEYS) else None
+    if keys is None:
+        keys = np.resize(_HASH_KEYS, page_size // 8)
+    h = (words * keys).sum(axis=1, dtype=np.uint64)  # wraps modulo 2**64 on purpose
+    order = np.argsort(h, kind="stable")  # equal hashes keep page order: the first comes first
+    hs = h[order]
+    start = np.concatenate(([True], hs[1:] != hs[:-1]))
+    first = order[start][np.cumsum(start) - 1]
+    rep = np.empty(m, np.int64)
+    rep[order] = first
+    same = (words == words[rep]).all(axis=1)
+    return np.where(same, rep, np.arange(m))
+
+
+def encode_dedup(
+    raw: bytes | bytearray | memoryview,
+    page_size: int,
+    codec: Codec,
+    share_zero: bool,
+    known_zero: np.ndarray | None = None,
+) -> EncodedChunk:
+    """:func:`encode_chunk` where pages equal to an earlier page of the chunk share its data (``--dedup``).
+
+    The format lets any number of descriptors point at one data block, as the
+    shared zero page does (docs/kdump-format.md §5.4); readers return every
+    page.  Only the first of equal pages is compressed and stored.
+
+    Args:
+        raw: The pages not known to be zero, concatenated.
+        page_size: Page size.
+        codec: Codec.
+        share_zero: Dump level has bit 1.
+        known_zero: Pages known to be zero without being read (all must be
+            shared zeros: ``share_zero`` or no such page).
+
+    Returns:
+        The encoded chunk.
+    """
+    ps = page_size
+    m = len(raw) // ps
+    known = known_zero if known_zero is not None else np.zeros(m, bool)
+    rep = duplicate_of(raw, ps)
+    uniq = np.flatnonzero(rep == np.arange(m))
+    if len(uniq) == m:
+        return encode_chunk(raw, ps, codec, share_zero, None, known)
+    rows = np.frombuffer(raw, np.uint8).reshape(m, ps)
+    enc = encode_chunk(rows[uniq].tobytes(), ps, codec, share_zero)
+    slot = np.empty(m, np.int64)
+    slot[uniq] = np.arange(len(uniq))
+    descs = np.zeros(len(known), kdump.PAGE_DESC)
+    descs[~known] = enc.descs[slot[rep]]
+    if known.any():
+        descs["offset"][known] = -1  # shared zero page (share_zero holds, see above)
+        descs["size"][known] = ps
+    zero = int((descs["offset"] == -1).sum())
+    compressed = int((descs["flags"] != 0).sum())
+    return EncodedChunk(descs, enc.data, zero, compressed)
+
+
 #: Per-process output buffer of the C page loop, reused from chunk to chunk
 #: so that a chunk's data costs no fresh (page-faulting) allocation.
 _scratch = bytearray()
@@ -466,6 +548,7 @@ class _Job:
     table_offset: int
     stream: bool
     passthrough: bool = False
+    dedup: bool = False
 
 
 def encode_stored(
@@ -543,10 +626,12 @@ def run_task(job: _Job, seq: Sequencer | None, task: Task, state: dict[str, int]
     else:
         raw, known_zero = job.source.read_pfns_sparse(task.pfns, bad)
         skip = np.isin(task.pfns, np.array(bad, np.int64)) if bad else None
-        enc = encode_chunk(raw, job.source.page_size, job.codec, job.share_zero, skip, known_zero)
+        if job.dedup and skip is None and (job.share_zero or known_zero is None or not known_zero.any()):
+            enc = encode_dedup(raw, job.source.page_size, job.codec, job.share_zero, known_zero)
+        else:
+            enc = encode_chunk(raw, job.source.page_size, job.codec, job.share_zero, skip, known_zero)
         del raw
-    off = enc.descs["offset"]
-    size = len(enc.data) if isinstance(enc.data, bytes | memoryview) else int(enc.descs["size"][off >= 0].sum())
+    size = len(enc.data) if isinstance(enc.data, bytes | memoryview) else sum(map(len, enc.data))
     descs = enc.descs
     table_off = job.table_offset + task.desc_index * kdump.PAGE_DESC.itemsize
 
@@ -993,7 +1078,9 @@ def write_dump(
         # Pages of an input dump are copied as stored unless a shared zero page
         # must be found among pages that the input stored as data.
         passthrough = not share_zero or bool(getattr(source, "recorded_level", 0) & DumpLevel.ZERO)
-        job = _Job(source, out, codec, share_zero, geo.data_offset, geo.table_offset, options.flat, passthrough)
+        job = _Job(
+            source, out, codec, share_zero, geo.data_offset, geo.table_offset, options.flat, passthrough, options.dedup
+        )
         end = _run_tasks(
             job,
             functools.partial(_chunks, bm2, source.max_mapnr, options.cycle_pfns, chunk_pages(options), lo, hi),
@@ -1042,6 +1129,9 @@ def chunk_pages(options: PackOptions) -> int:
     """
     if options.chunk_pages > 0:
         return options.chunk_pages
+    if options.dedup:
+        # Pages share data within a chunk: the same chunks for any worker count.
+        return CHUNK_PAGES_WORKERS
     return CHUNK_PAGES_WORKERS if options.workers > 0 else CHUNK_PAGES_ONE_PROCESS
 
 
