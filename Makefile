@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 OUT ?= out
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint unit clean
+.PHONY: venv pyc demo test lint unit clean
 
 $(BIN)/.installed: pyproject.toml setup.py src/vmcorepack/_native.c
 	$(PY) -m venv --system-site-packages $(VENV)
@@ -15,9 +15,14 @@ $(BIN)/.installed: pyproject.toml setup.py src/vmcorepack/_native.c
 	$(BIN)/pip install -q -e '.[all,plot]' pytest pytest-timeout hypothesis ruff mypy drgn zstandard lz4 matplotlib
 	touch $@
 
+# Byte-compile the sources of the editable install: with PYTHONDONTWRITEBYTECODE set (as on this
+# machine, and in the e2e capture kernel) every run compiled ~20 modules, 0.07 s of each start.
+pyc: venv
+	@$(BIN)/python -m compileall -q src
+
 venv: $(BIN)/.installed
 
-demo: venv
+demo: pyc
 	@mkdir -p $(OUT)
 	$(BIN)/vmcorepack-mkfixture --size 256M --seed 1 -f $(OUT)/sample.vmcore
 	$(BIN)/vmcorepack -f -l -d 31 --show-stats $(OUT)/sample.vmcore $(OUT)/sample.kdump
@@ -28,7 +33,7 @@ lint: venv
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
 
-test: venv lint
+test: pyc lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 unit: venv

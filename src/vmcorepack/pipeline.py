@@ -284,8 +284,17 @@ def encode_chunk(
     return EncodedChunk(descs, data, int(is_zero.sum()), compressed)
 
 
-#: Odd 64-bit multipliers, one per word of a page, for the duplicate-page hash.
-_HASH_KEYS = np.random.default_rng(0x6B64).integers(1, 1 << 63, 1 << 13, dtype=np.uint64) | np.uint64(1)
+@functools.cache
+def _hash_keys(words: int) -> np.ndarray:
+    """Odd 64-bit multipliers, one per word of a page, for the duplicate-page hash.
+
+    A splitmix64-style sequence in numpy: numpy.random would add 24 ms to
+    every start (``python -X importtime``).
+    """
+    x = (np.arange(1, words + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(0x6B64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (x ^ (x >> np.uint64(31))) | np.uint64(1)
 
 
 def duplicate_of(raw: bytes | bytearray | memoryview, page_size: int) -> np.ndarray:
@@ -305,10 +314,7 @@ def duplicate_of(raw: bytes | bytearray | memoryview, page_size: int) -> np.ndar
     m = len(words)
     if m < 2:
         return np.arange(m)
-    keys = _HASH_KEYS[: page_size // 8] if page_size // 8 <= len(_HASH_KEYS) else None
-    if keys is None:
-        keys = np.resize(_HASH_KEYS, page_size // 8)
-    h = (words * keys).sum(axis=1, dtype=np.uint64)  # wraps modulo 2**64 on purpose
+    h = (words * _hash_keys(page_size // 8)).sum(axis=1, dtype=np.uint64)  # wraps modulo 2**64 on purpose
     order = np.argsort(h, kind="stable")  # equal hashes keep page order: the first comes first
     hs = h[order]
     start = np.concatenate(([True], hs[1:] != hs[:-1]))

@@ -28,7 +28,7 @@ def test_duplicate_of_points_at_first_equal_page() -> None:
 
 def test_hash_collisions_never_share(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every page hashes alike: only the byte comparison tells them apart.
-    monkeypatch.setattr(pipeline, "_HASH_KEYS", np.zeros_like(pipeline._HASH_KEYS))
+    monkeypatch.setattr(pipeline, "_hash_keys", lambda words: np.zeros(words, np.uint64))
     raw, pages = _chunk()
     rep = pipeline.duplicate_of(raw, PS)
     for j, r in enumerate(rep.tolist()):
