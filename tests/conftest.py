@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,17 @@ REFERENCE = FIXTURES / "makedumpfile-1.7.9"
 CACHE = Path(os.environ.get("VMCOREPACK_CACHE", REPO / ".cache"))
 IN_CI = os.environ.get("CI") == "true"
 LEVELS = (0, 1, 2, 4, 8, 16, 31)
+
+
+def require_kdumpfile() -> Any:
+    """Import python3-libkdumpfile (Debian's, in /usr/lib/python3); fail in CI, skip locally when missing."""
+    try:
+        import kdumpfile
+    except ImportError:
+        if IN_CI:
+            pytest.fail("python3-libkdumpfile is not importable (.ci/run installs it)")
+        pytest.skip("python3-libkdumpfile not installed")
+    return kdumpfile
 
 
 def require_tool(name: str) -> str:

@@ -54,8 +54,9 @@ DEFAULT_CYCLE_PFNS = 1 << 20
 DEFAULT_CHUNK_PAGES = 0
 #: Chunk size picked for ``chunk_pages=0``: one process keeps chunks small (a
 #: capture kernel has little memory); workers take 2048 pages (8 MiB), where
-#: per-chunk numpy and system-call costs stop showing (4 GiB image, -l -d 1,
-#: 2 workers: write phase 2.22-2.44 s at 512 pages, 2.06-2.13 s at 2048).
+#: per-chunk numpy and system-call costs stop showing: `benchmarks/phases.py
+#: IMG --chunk-pages 512|2048` on the 4 GiB generator image, -l -d 1, 2
+#: workers, wrote in 1.85-1.98 s at 512 pages and 1.51-1.66 s at 2048.
 CHUNK_PAGES_ONE_PROCESS = 512
 CHUNK_PAGES_WORKERS = 2048
 #: How long a worker may wait for its turn before the run is declared stuck.
@@ -721,7 +722,9 @@ class _Board:
     of ``stats``, which the main process reads for progress; only errors and
     the final report (with unreadable pfns) travel through a queue.  With a
     task queue and one report per chunk, the main process and its queue
-    threads took 0.6 s of CPU away from two workers on a 4 GiB image.
+    threads took about 0.6 s of CPU away from two workers on a 4 GiB image;
+    now the main process uses 0.11-0.13 s while they write
+    (``benchmarks/phases.py``, "CPU main").
 
     Attributes:
         lock: Guards ``next_claim``.

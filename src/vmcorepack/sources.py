@@ -372,13 +372,12 @@ class Source:
         return off
 
     def read_pfns_bytes(self, pfns: np.ndarray, bad: list[int] | None = None, gap: int = 1 << 16) -> bytes:
-        """Read the pages of a sorted pfn list as one bytes object.
+        """Read the pages of a sorted pfn list as one bytes object, holes included.
 
         Args:
             pfns: Sorted int64 pfns.
-            bad: Collects pfns whose read fails (their pages read as zeros);
-                None to raise instead.
-            gap: Largest file hole read through rather than skipped.
+            bad: As for :meth:`read_pfns_sparse`.
+            gap: As for :meth:`read_pfns_sparse`.
 
         Returns:
             ``len(pfns) * page_size`` bytes.
@@ -396,11 +395,11 @@ class Source:
         """Read the pages of a sorted pfn list, except those known to be zero.
 
         Pages with no file data, or lying in a hole of a sparse file, are
-        zero without being read or even materialised.  The others are read
-        with one ``pread`` per dense stretch of the file (holes of at most
-        ``gap`` bytes are read through) or picked out of an mmap window with
-        numpy, so scattered pages (the kernel pages -d 31 keeps) cost no
-        Python work per page.
+        zero without being read or even materialised.  A contiguous stretch
+        is mapped (:meth:`_map_dense`) or read with one ``pread``; scattered
+        pages (the kernel pages -d 31 keeps) are gathered by the C reader,
+        else through mmap windows or one ``pread`` per dense stretch (holes
+        of at most ``gap`` bytes read through): no Python work per page.
 
         Args:
             pfns: Sorted int64 pfns.
@@ -511,10 +510,10 @@ class Source:
     def _map_dense(self, offset: int, size: int, least: int = 1 << 20) -> memoryview | None:
         """Map ``size`` bytes of the file at ``offset`` read-only, or None to read them instead.
 
-        Reading 4 GiB and compressing it with the C page loop took 2.37 s
-        through 8 MiB preads and 1.79-1.92 s straight from 8 MiB mappings
-        (one process, LZO; the copy is what goes).  The mapping lives as long
-        as the returned view.
+        Reading 4 GiB and compressing it with the C page loop took 2.33-2.41 s
+        through 8 MiB preads and 1.80-1.99 s straight from 8 MiB mappings
+        (one process, LZO; the copy is what goes: ``benchmarks/micro.py``).
+        The mapping lives as long as the returned view.
 
         Args:
             offset: File offset.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import IN_CI
+from conftest import IN_CI, require_kdumpfile
 from helpers import elf_page_reader
 from vmcorepack.constants import DumpStatus
 from vmcorepack.errors import IncompleteDumpError
@@ -37,7 +37,7 @@ def _error_lines(stderr: str) -> int:
 
 def _recorded_pages_match(dump: Path, vmcore: Path) -> int:
     """Every page with a valid descriptor reads back (libkdumpfile) equal to the source; return their count."""
-    kdumpfile = pytest.importorskip("kdumpfile") if not IN_CI else __import__("kdumpfile")
+    kdumpfile = require_kdumpfile()
     src = elf_page_reader(vmcore)
     with KdumpReader(str(dump)) as ours:
         assert ours.header.status & DumpStatus.COMPRESSED_INCOMPLETE
@@ -223,7 +223,7 @@ def test_unreadable_pages_are_left_out(real_vmcore: Path, tmp_path: Path, worker
     res = pack(flaky, str(out), PackOptions(dump_level=1, codec="lzo", workers=workers))
     assert sorted(res.unreadable) == sorted(bad)
     reader = elf_page_reader(real_vmcore)
-    kdumpfile = pytest.importorskip("kdumpfile") if not IN_CI else __import__("kdumpfile")
+    kdumpfile = require_kdumpfile()
     k = kdumpfile.kdumpfile(str(out))
     with KdumpReader(str(out)) as ours:
         assert not ours.header.status & DumpStatus.COMPRESSED_INCOMPLETE

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import IN_CI, VECTORS, reference_stats, require_tool
+from conftest import IN_CI, VECTORS, reference_stats, require_kdumpfile, require_tool
 from vmcorepack import cli, info
 from vmcorepack.info import PageKind
 from vmcorepack.sources import open_elf
@@ -58,12 +58,7 @@ def assert_header_matches_crash(path: Path, d: dict) -> None:
 
 def kinds_by_libkdumpfile(path: Path, max_mapnr: int) -> dict[str, int]:
     """Count pfns libkdumpfile reads (and which read as zeros) or refuses."""
-    try:
-        import kdumpfile
-    except ImportError:
-        if IN_CI:
-            pytest.fail("python3-libkdumpfile is not importable")
-        pytest.skip("python3-libkdumpfile not installed")
+    kdumpfile = require_kdumpfile()
     k = kdumpfile.kdumpfile(str(path))
     readable = zero = 0
     for pfn in range(max_mapnr):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI
+from conftest import require_kdumpfile
 from helpers import elf_page_reader, elf_ram_pfns, runs
 from vmcorepack.pipeline import PackOptions, pack
 from vmcorepack.sources import open_elf
@@ -16,12 +16,7 @@ from vmcorepack.sources import open_elf
 @pytest.mark.slow
 @pytest.mark.interop
 def test_dedup_real_fixture(real_vmcore: Path, tmp_path: Path) -> None:
-    try:
-        import kdumpfile
-    except ImportError:
-        if IN_CI:
-            pytest.fail("python3-libkdumpfile is not importable (.ci/run installs it)")
-        pytest.skip("python3-libkdumpfile not installed")
+    kdumpfile = require_kdumpfile()
     digests = set()
     for workers in (0, 2):
         out = tmp_path / f"w{workers}.kdump"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import IN_CI, codec_params, reference_head, require_tool
+from conftest import IN_CI, codec_params, reference_head, require_kdumpfile, require_tool
 from helpers import elf_page_reader, elf_ram_pfns, runs
 from vmcorepack import codecs
 from vmcorepack.pipeline import PackOptions, pack
@@ -38,20 +38,10 @@ def dumps(real_vmcore: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[t
     return Lazy(made)
 
 
-def _import_kdumpfile():
-    try:
-        import kdumpfile
-    except ImportError:
-        if IN_CI:
-            pytest.fail("python3-libkdumpfile is not importable (.ci/run installs it)")
-        pytest.skip("python3-libkdumpfile not installed")
-    return kdumpfile
-
-
 @pytest.mark.parametrize("level", [0, 1])
 @pytest.mark.parametrize("codec", codec_params())
 def test_libkdumpfile_reads_every_page(real_vmcore: Path, dumps: dict, level: int, codec: str) -> None:
-    kdumpfile = _import_kdumpfile()
+    kdumpfile = require_kdumpfile()
     path = dumps[(level, codec)]
     k = kdumpfile.kdumpfile(str(path))
     src = elf_page_reader(real_vmcore)

@@ -8,19 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI, require_tool
+from conftest import require_kdumpfile, require_tool
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 VMCOREPACK = [sys.executable, "-m", "vmcorepack"]
 
 
 def _libkdumpfile_opens(path: Path) -> None:
-    try:
-        import kdumpfile
-    except ImportError:
-        if IN_CI:
-            pytest.fail("python3-libkdumpfile missing")
-        pytest.skip("python3-libkdumpfile missing")
+    kdumpfile = require_kdumpfile()
     k = kdumpfile.kdumpfile(str(path))
     assert k.attr["file.format"] == "diskdump"
     assert len(k.read(kdumpfile.KDUMP_MACHPHYSADDR, 0x100000, 4096)) == 4096
