@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .PHONY: venv pyc demo test lint unit clean
 
-$(BIN)/.installed: pyproject.toml setup.py src/vmcorepack/_native.c
+$(BIN)/.installed: pyproject.toml setup.py src/vmcorepack/_native.c src/vmcorepack/_lzo1x.h
 	$(PY) -m venv --system-site-packages $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[all,plot]' pytest pytest-timeout hypothesis ruff mypy drgn zstandard lz4 matplotlib

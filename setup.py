@@ -1,6 +1,7 @@
 """Build the optional C page loop (vmcorepack._native); everything else is in pyproject.toml.
 
-The extension needs a C compiler and Debian's liblzo2-dev and zlib1g-dev.
+The extension needs a C compiler and Debian's zlib1g-dev (its LZO1X-1 encoder
+is our own, _lzo1x.h).
 Without them the build still succeeds (``optional=True``) and vmcorepack uses
 its pure-Python page loop, which writes the same bytes more slowly.
 """
@@ -14,7 +15,8 @@ setup(
         Extension(
             "vmcorepack._native",
             ["src/vmcorepack/_native.c"],
-            libraries=["lzo2", "z"],
+            depends=["src/vmcorepack/_lzo1x.h"],
+            libraries=["z"],
             extra_compile_args=["-O2"],
             optional=True,
         )

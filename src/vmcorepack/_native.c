@@ -9,7 +9,9 @@
  * also gathers scattered pages from the input with one preadv per stretch.
  *
  * It must produce exactly what makedumpfile writes (docs/kdump-format.md
- * §5.3): LZO1X-1 via lzo1x_1_compress, and zlib level 1 as compress2() does
+ * §5.3): LZO1X-1 as liblzo2's lzo1x_1_compress() writes it (our own encoder,
+ * _lzo1x.h, which skips liblzo2's 32 KiB dictionary clear per page), and
+ * zlib level 1 as compress2() does
  * it (deflateInit(level 1) = deflateInit2(1, Z_DEFLATED, 15, 8,
  * Z_DEFAULT_STRATEGY); deflateReset() between pages gives the same stream as
  * a fresh deflateInit()).  A page is stored compressed only when the result is
@@ -29,28 +31,115 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <lzo/lzo1x.h>
 #include <zlib.h>
+
+#include "_lzo1x.h"
 
 enum { CODEC_NONE = 0, CODEC_ZLIB = 1, CODEC_LZO = 2 };
 
 /* Worst-case growth of one compressed page over its input, for the caller's
- * buffer: LZO1X needs n + n/16 + 64 + 3 bytes; zlib's compressBound is smaller. */
+ * buffer: LZO1X needs n + n/16 + 64 + 3 bytes, and _lzo1x.h copies literals in
+ * 16-byte steps (up to 15 bytes past the run); zlib's compressBound is smaller. */
 static Py_ssize_t headroom(Py_ssize_t page_size)
 {
-    return page_size / 16 + 64 + 3;
+    return page_size / 16 + 64 + 3 + 16;
 }
 
 static int page_is_zero(const unsigned char *p, Py_ssize_t n)
 {
     const uint64_t *w = (const uint64_t *)p;
-    Py_ssize_t i, words = n / 8;
+    Py_ssize_t words = n / 8;
 
-    /* Most non-zero pages differ from zero in their first words. */
-    for (i = 0; i < words; i++)
+    /* Most non-zero pages differ from zero in their first words; after that,
+     * OR 64 bytes at a time (a loop the compiler vectorises) so that a zero
+     * page, which has to be read to its end, costs one pass at memory speed. */
+    for (Py_ssize_t i = 0; i < words && i < 4; i++)
+        if (w[i])
+            return 0;
+    for (Py_ssize_t i = 0; i + 8 <= words; i += 8) {
+        uint64_t acc = 0;
+        for (int k = 0; k < 8; k++)
+            acc |= w[i + k];
+        if (acc)
+            return 0;
+    }
+    for (Py_ssize_t i = words - words % 8; i < words; i++)
         if (w[i])
             return 0;
     return 1;
+}
+
+/* One codec's state for a run of pages. */
+struct encoder {
+    int codec;
+    int share_zero;
+    Py_ssize_t page_size;
+    struct lz_state *lz;
+    z_stream zs;
+    int zinit;
+};
+
+/* Returns 0, or -1 when the codec state cannot be allocated. */
+static int encoder_open(struct encoder *e, int codec, int share_zero, Py_ssize_t page_size)
+{
+    memset(e, 0, sizeof *e);
+    e->codec = codec;
+    e->share_zero = share_zero;
+    e->page_size = page_size;
+    if (codec == CODEC_LZO) {
+        e->lz = malloc(sizeof *e->lz);
+        if (e->lz == NULL)
+            return -1;
+        lz_state_init(e->lz);
+    } else if (codec == CODEC_ZLIB) {
+        if (deflateInit2(&e->zs, 1, Z_DEFLATED, 15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+            return -1;
+        e->zinit = 1;
+    }
+    return 0;
+}
+
+static void encoder_close(struct encoder *e)
+{
+    if (e->zinit)
+        deflateEnd(&e->zs);
+    free(e->lz);
+}
+
+/* Encode one page at `to`: returns -1 for a shared zero page (nothing stored),
+ * else the bytes stored (page_size for a raw page); -2 on a zlib failure. */
+static Py_ssize_t encoder_page(struct encoder *e, const unsigned char *page, unsigned char *to)
+{
+    Py_ssize_t ps = e->page_size, got = ps;
+
+    if (e->share_zero && page_is_zero(page, ps))
+        return -1;
+    if (e->codec == CODEC_LZO) {
+        got = (Py_ssize_t)lz_compress(e->lz, page, (size_t)ps, to);
+    } else if (e->codec == CODEC_ZLIB) {
+        if (deflateReset(&e->zs) != Z_OK)
+            return -2;
+        e->zs.next_in = (Bytef *)page;
+        e->zs.avail_in = (uInt)ps;
+        e->zs.next_out = to;
+        e->zs.avail_out = (uInt)(ps + headroom(ps));
+        if (deflate(&e->zs, Z_FINISH) == Z_STREAM_END)
+            got = (Py_ssize_t)e->zs.total_out;
+    }
+    if (got >= ps) {
+        memcpy(to, page, (size_t)ps);
+        got = ps;
+    }
+    return got;
+}
+
+static int check_codec(int codec)
+{
+    if (codec != CODEC_NONE && codec != CODEC_ZLIB && codec != CODEC_LZO) {
+        PyErr_SetString(PyExc_ValueError, "unknown codec");
+        return -1;
+    }
+    return 0;
 }
 
 /*
@@ -81,63 +170,25 @@ static PyObject *encode_pages(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "output buffers too small");
         goto out;
     }
-    if (codec != CODEC_NONE && codec != CODEC_ZLIB && codec != CODEC_LZO) {
-        PyErr_SetString(PyExc_ValueError, "unknown codec");
+    if (check_codec(codec) < 0)
         goto out;
-    }
 
     const unsigned char *in = src.buf;
     unsigned char *o = dst.buf;
     int64_t *sz = sizes.buf;
     Py_ssize_t pos = 0;
-    void *wrkmem = NULL;
-    z_stream zs;
-    int zinit = 0;
+    struct encoder enc;
 
     Py_BEGIN_ALLOW_THREADS
-    if (codec == CODEC_LZO) {
-        wrkmem = malloc(LZO1X_1_MEM_COMPRESS);
-        failed = wrkmem == NULL;
-    } else if (codec == CODEC_ZLIB) {
-        memset(&zs, 0, sizeof(zs));
-        failed = deflateInit2(&zs, 1, Z_DEFLATED, 15, 8, Z_DEFAULT_STRATEGY) != Z_OK;
-        zinit = !failed;
-    }
+    failed = encoder_open(&enc, codec, share_zero, page_size) < 0;
     for (Py_ssize_t i = 0; i < n && !failed; i++) {
-        const unsigned char *page = in + i * page_size;
-        unsigned char *to = o + pos;
-        Py_ssize_t got = page_size;
-
-        if (share_zero && page_is_zero(page, page_size)) {
-            sz[i] = -1;
-            continue;
-        }
-        if (codec == CODEC_LZO) {
-            lzo_uint len = 0;
-            if (lzo1x_1_compress(page, (lzo_uint)page_size, to, &len, wrkmem) == LZO_E_OK)
-                got = (Py_ssize_t)len;
-        } else if (codec == CODEC_ZLIB) {
-            if (deflateReset(&zs) != Z_OK) {
-                failed = 1;
-                break;
-            }
-            zs.next_in = (Bytef *)page;
-            zs.avail_in = (uInt)page_size;
-            zs.next_out = to;
-            zs.avail_out = (uInt)(page_size + headroom(page_size));
-            if (deflate(&zs, Z_FINISH) == Z_STREAM_END)
-                got = (Py_ssize_t)zs.total_out;
-        }
-        if (got >= page_size) {
-            memcpy(to, page, (size_t)page_size);
-            got = page_size;
-        }
+        Py_ssize_t got = encoder_page(&enc, in + i * page_size, o + pos);
+        failed = got == -2;
         sz[i] = got;
-        pos += got;
+        if (got > 0)
+            pos += got;
     }
-    if (zinit)
-        deflateEnd(&zs);
-    free(wrkmem);
+    encoder_close(&enc);
     Py_END_ALLOW_THREADS
 
     if (failed)
@@ -178,18 +229,69 @@ static int read_full(int fd, unsigned char *to, Py_ssize_t len, int64_t off)
 }
 
 /*
+ * Read pages i.. of offsets o[] (ascending) into consecutive rows of `rows`:
+ * at most `limit` pages, as far as each next page starts within GAP_PAGES of
+ * the previous one's end, with one preadv (the gaps land in `junk`, which
+ * holds GAP_PAGES pages).  Returns the index after the last page read, or -1
+ * with errno set on an I/O error.  A short read (end of file) falls back to
+ * page-by-page reads; rows past the end of the file are zeroed.
+ */
+static Py_ssize_t gather(int fd, const int64_t *o, Py_ssize_t i, Py_ssize_t n, Py_ssize_t limit,
+                         Py_ssize_t page_size, unsigned char *rows, unsigned char *junk)
+{
+    struct iovec iov[MAX_IOV];
+    int k = 0;
+    Py_ssize_t j = i, total = 0;
+
+    if (limit > MAX_IOV / 2)
+        limit = MAX_IOV / 2;
+    for (;;) {
+        iov[k].iov_base = rows + (j - i) * page_size;
+        iov[k].iov_len = (size_t)page_size;
+        k++;
+        total += page_size;
+        j++;
+        if (j >= n || j - i >= limit)
+            break;
+        int64_t gap = o[j] - (o[j - 1] + page_size);
+        if (gap < 0 || gap > GAP_PAGES * page_size || total + gap + page_size > INT_MAX / 2)
+            break;
+        if (gap > 0) {
+            iov[k].iov_base = junk;
+            iov[k].iov_len = (size_t)gap;
+            k++;
+            total += gap;
+        }
+    }
+    ssize_t got;
+    do
+        got = preadv(fd, iov, k, (off_t)o[i]);
+    while (got < 0 && errno == EINTR);
+    if (got < 0)
+        return -1;
+    if (got < total) {
+        /* Short (end of file, or a device that reads less): page by page. */
+        for (Py_ssize_t p = i; p < j; p++) {
+            unsigned char *row = rows + (p - i) * page_size;
+            memset(row, 0, (size_t)page_size);
+            if (read_full(fd, row, page_size, o[p]) < 0)
+                return -1;
+        }
+    }
+    return j;
+}
+
+/*
  * read_pages(fd, offsets, page_size, out) -> None
  *
  * Reads page i from file offset offsets[i] (int64, ascending) into
- * out[i * page_size:].  Pages that are consecutive in the file, or separated
- * by at most GAP_PAGES pages, are read with one preadv; the bytes between
- * them land in a scratch buffer.  Past the end of the file, out keeps what it
- * held (zeros for a fresh buffer).  An I/O error raises OSError; the caller
+ * out[i * page_size:], one preadv per stretch (see gather()).  Past the end
+ * of the file, pages read as zeros.  An I/O error raises OSError; the caller
  * then isolates the unreadable pages itself.
  */
 static PyObject *read_pages(PyObject *self, PyObject *args)
 {
-    int fd, failed = 0, err = 0;
+    int fd, err = 0;
     Py_ssize_t page_size;
     Py_buffer offs, out;
     PyObject *result = NULL;
@@ -208,55 +310,18 @@ static PyObject *read_pages(PyObject *self, PyObject *args)
 
     Py_BEGIN_ALLOW_THREADS
     junk = malloc((size_t)(GAP_PAGES * page_size));
-    failed = junk == NULL;
-    if (failed)
+    if (junk == NULL)
         err = ENOMEM;
-    Py_ssize_t i = 0;
-    while (i < n && !failed) {
-        struct iovec iov[MAX_IOV];
-        int k = 0;
-        Py_ssize_t j = i, total = 0;
-
-        /* One stretch: pages j = i.. while the next starts within GAP_PAGES of this one's end. */
-        for (;;) {
-            iov[k].iov_base = dst + j * page_size;
-            iov[k].iov_len = (size_t)page_size;
-            k++;
-            total += page_size;
-            j++;
-            if (j >= n || k + 2 > MAX_IOV)
-                break;
-            int64_t gap = o[j] - (o[j - 1] + page_size);
-            if (gap < 0 || gap > GAP_PAGES * page_size || total + gap + page_size > INT_MAX / 2)
-                break;
-            if (gap > 0) {
-                iov[k].iov_base = junk;
-                iov[k].iov_len = (size_t)gap;
-                k++;
-                total += gap;
-            }
-        }
-        ssize_t got;
-        do
-            got = preadv(fd, iov, k, (off_t)o[i]);
-        while (got < 0 && errno == EINTR);
-        if (got < 0) {
-            failed = 1;
+    for (Py_ssize_t i = 0; i < n && !err;) {
+        Py_ssize_t j = gather(fd, o, i, n, n, page_size, dst + i * page_size, junk);
+        if (j < 0)
             err = errno;
-        } else if (got < total) {
-            /* Short (end of file, or a device that reads less): page by page. */
-            for (Py_ssize_t p = i; p < j && !failed; p++)
-                if (read_full(fd, dst + p * page_size, page_size, o[p]) < 0) {
-                    failed = 1;
-                    err = errno;
-                }
-        }
         i = j;
     }
     free(junk);
     Py_END_ALLOW_THREADS
 
-    if (failed) {
+    if (err) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
     } else {
@@ -265,6 +330,116 @@ static PyObject *read_pages(PyObject *self, PyObject *args)
 done:
     PyBuffer_Release(&offs);
     PyBuffer_Release(&out);
+    return result;
+}
+
+/* Pages read per batch by encode_file_pages: 64 KiB of 4 KiB pages stays in
+ * L2 between the read and the compressor (benchmarks/micro.py, "fused"). */
+#define BATCH_BYTES (64 * 1024)
+
+/*
+ * encode_file_pages(codec, fd, offsets, page_size, share_zero, dst, sizes) -> int
+ *
+ * encode_pages() over the pages at file offsets offsets[i] (int64,
+ * ascending), read a few at a time (gather()) so that each page is compressed
+ * while it is still in cache.  Past the end of the file, pages read as zeros.
+ * An I/O error raises OSError (dst and sizes then hold nothing useful).
+ */
+static PyObject *encode_file_pages(PyObject *self, PyObject *args)
+{
+    int codec, fd, share_zero, err = 0, failed = 0;
+    Py_ssize_t page_size;
+    Py_buffer offs, dst, sizes;
+    PyObject *result = NULL;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiy*npw*w*", &codec, &fd, &offs, &page_size, &share_zero, &dst, &sizes))
+        return NULL;
+    Py_ssize_t n = offs.len / (Py_ssize_t)sizeof(int64_t);
+    if (page_size <= 0 || page_size % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError, "bad page size");
+        goto out;
+    }
+    if (sizes.len < n * (Py_ssize_t)sizeof(int64_t) || dst.len < n * page_size + headroom(page_size)) {
+        PyErr_SetString(PyExc_ValueError, "output buffers too small");
+        goto out;
+    }
+    if (check_codec(codec) < 0)
+        goto out;
+
+    const int64_t *o = offs.buf;
+    unsigned char *d = dst.buf;
+    int64_t *sz = sizes.buf;
+    Py_ssize_t pos = 0, batch = BATCH_BYTES / page_size > 0 ? BATCH_BYTES / page_size : 1;
+    unsigned char *rows = NULL, *junk = NULL;
+    struct encoder enc;
+
+    Py_BEGIN_ALLOW_THREADS
+    failed = encoder_open(&enc, codec, share_zero, page_size) < 0;
+    rows = malloc((size_t)(batch * page_size));
+    junk = malloc((size_t)(GAP_PAGES * page_size));
+    failed |= rows == NULL || junk == NULL;
+    for (Py_ssize_t i = 0; i < n && !failed && !err;) {
+        Py_ssize_t j = gather(fd, o, i, n, batch, page_size, rows, junk);
+        if (j < 0) {
+            err = errno;
+            break;
+        }
+        for (Py_ssize_t p = i; p < j; p++) {
+            Py_ssize_t got = encoder_page(&enc, rows + (p - i) * page_size, d + pos);
+            failed |= got == -2;
+            sz[p] = got;
+            if (got > 0)
+                pos += got;
+        }
+        i = j;
+    }
+    free(rows);
+    free(junk);
+    encoder_close(&enc);
+    Py_END_ALLOW_THREADS
+
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+    } else if (failed) {
+        PyErr_SetString(PyExc_MemoryError, "codec state could not be set up");
+    } else {
+        result = PyLong_FromSsize_t(pos);
+    }
+out:
+    PyBuffer_Release(&offs);
+    PyBuffer_Release(&dst);
+    PyBuffer_Release(&sizes);
+    return result;
+}
+
+/* lzo1x_1(data) -> bytes: one buffer of any length, as lzo1x_1_compress() writes it. */
+static PyObject *lzo1x_1(PyObject *self, PyObject *arg)
+{
+    Py_buffer in;
+    PyObject *result = NULL;
+    struct lz_state *lz;
+    unsigned char *out;
+
+    (void)self;
+    if (PyObject_GetBuffer(arg, &in, PyBUF_SIMPLE) < 0)
+        return NULL;
+    lz = malloc(sizeof *lz);
+    out = malloc((size_t)(in.len + headroom(in.len)));
+    if (lz == NULL || out == NULL) {
+        PyErr_NoMemory();
+    } else {
+        size_t len;
+        Py_BEGIN_ALLOW_THREADS
+        lz_state_init(lz);
+        len = lz_compress(lz, in.buf, (size_t)in.len, out);
+        Py_END_ALLOW_THREADS
+        result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)len);
+    }
+    free(lz);
+    free(out);
+    PyBuffer_Release(&in);
     return result;
 }
 
@@ -281,8 +456,11 @@ static PyObject *py_headroom(PyObject *self, PyObject *arg)
 static PyMethodDef methods[] = {
     {"encode_pages", encode_pages, METH_VARARGS,
      "encode_pages(codec, src, page_size, share_zero, dst, sizes) -> bytes stored in dst"},
+    {"encode_file_pages", encode_file_pages, METH_VARARGS,
+     "encode_file_pages(codec, fd, offsets, page_size, share_zero, dst, sizes) -> bytes stored in dst"},
     {"read_pages", read_pages, METH_VARARGS,
      "read_pages(fd, offsets, page_size, out): gather pages at file offsets into out"},
+    {"lzo1x_1", lzo1x_1, METH_O, "lzo1x_1(data) -> bytes: LZO1X-1, the bytes lzo1x_1_compress() writes"},
     {"headroom", py_headroom, METH_O, "headroom(page_size) -> extra bytes dst needs past n * page_size"},
     {NULL, NULL, 0, NULL},
 };
@@ -293,9 +471,5 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__native(void)
 {
-    if (lzo_init() != LZO_E_OK) {
-        PyErr_SetString(PyExc_ImportError, "lzo_init() failed");
-        return NULL;
-    }
     return PyModule_Create(&module);
 }

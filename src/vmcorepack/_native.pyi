@@ -1,10 +1,12 @@
 # Type stub for the optional C extension built from _native.c.
+_Buf = bytes | bytearray | memoryview
+
 def encode_pages(
-    codec: int,
-    src: bytes | bytearray | memoryview,
-    page_size: int,
-    share_zero: bool,
-    dst: bytearray | memoryview,
-    sizes: bytearray | memoryview,
+    codec: int, src: _Buf, page_size: int, share_zero: bool, dst: bytearray | memoryview, sizes: _Buf
 ) -> int: ...
+def encode_file_pages(
+    codec: int, fd: int, offsets: _Buf, page_size: int, share_zero: bool, dst: bytearray | memoryview, sizes: _Buf
+) -> int: ...
+def read_pages(fd: int, offsets: _Buf, page_size: int, out: bytearray | memoryview) -> None: ...
+def lzo1x_1(data: _Buf) -> bytes: ...
 def headroom(page_size: int) -> int: ...

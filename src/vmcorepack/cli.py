@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from vmcorepack import __version__, codecs, pipeline, reader, refilter, sources, streams, writer
+from vmcorepack import __version__, codecs, pipeline, sources, streams, writer
 from vmcorepack.constants import DISKDUMP_SIGNATURE, KDUMP_SIGNATURE, MAX_DUMP_LEVEL
 from vmcorepack.errors import IncompleteDumpError, OutputError, UsageError, VmcorepackError
 from vmcorepack.formats import flat
@@ -235,6 +235,8 @@ def _open_source(args: argparse.Namespace, path: str) -> sources.Source:
     if prefix[:8] in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE) or flat.is_flat_header(prefix) or streams.detect(prefix):
         # An existing dump: re-filter and/or recompress it (makedumpfile's
         # flag_refiltering), the new level OR-ed with the recorded one.
+        from vmcorepack import refilter  # kdump inputs only: it loads the reader
+
         return refilter.KdumpSource(path)
     return sources.open_elf(path, args.vmcoreinfo, _mmap_choice(args))
 
@@ -385,6 +387,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("-R takes exactly one DUMPFILE (the stream comes on stdin)")
         if args.check_params:
             return EXIT_OK
+        from vmcorepack import reader
+
         size = reader.reassemble_flat(
             streams.open_decompressed(sys.stdin.buffer, "<stdin>")[0], args.files[0], args.force
         )
@@ -422,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     out_stream = sys.stderr if args.flat else sys.stdout
     source = _open_source(args, args.files[0])
-    if isinstance(source, refilter.KdumpSource):
+    if source.recorded_level:
         levels = [lv | source.recorded_level for lv in levels]
     cycle = args.cyclic_buffer * 1024 * 8 if args.cyclic_buffer else pipeline.DEFAULT_CYCLE_PFNS
     prog = _Progress(sys.stderr, bool(msg_level & ML_PROGRESS) and not args.dry_run)

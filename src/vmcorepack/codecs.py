@@ -10,7 +10,6 @@ one zstd frame at level 1 with the content size.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import dataclasses
 import functools
 import zlib
@@ -102,6 +101,31 @@ class PageLoop:
         n: int = native.module().encode_pages(self.codec_id, src, page_size, share_zero, dst, sizes)
         return n
 
+    def encode_file(
+        self, fd: int, offsets: Buffer, page_size: int, share_zero: bool, dst: bytearray, sizes: Buffer
+    ) -> int:
+        """Read the pages at file offsets ``offsets`` and encode them as :meth:`encode` does.
+
+        The C loop reads a few pages at a time and compresses each while it
+        is still in cache.
+
+        Args:
+            fd: Open file.
+            offsets: Ascending file offsets, one native int64 per page.
+            page_size: Page size (a multiple of 8).
+            share_zero: As for :meth:`encode`.
+            dst: Output, at least ``len(offsets) * page_size + headroom`` bytes.
+            sizes: As for :meth:`encode`.
+
+        Returns:
+            Bytes stored in ``dst``.
+
+        Raises:
+            OSError: A read failed.
+        """
+        n: int = native.module().encode_file_pages(self.codec_id, fd, offsets, page_size, share_zero, dst, sizes)
+        return n
+
 
 def page_loop(codec: Codec, page_size: int) -> PageLoop | None:
     """Return the C page loop for ``codec``, or None to use the Python one.
@@ -158,6 +182,8 @@ def _lzo_decompress(data: Buffer, size: int) -> bytes:
 
 @functools.cache
 def _snappy() -> ctypes.CDLL:
+    import ctypes.util  # only for -p: it pulls in subprocess and shutil at start-up
+
     name = ctypes.util.find_library("snappy") or "libsnappy.so.1"
     try:
         lib = ctypes.CDLL(name)

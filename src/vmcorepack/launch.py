@@ -70,4 +70,14 @@ def main() -> int:
         return 1
     from vmcorepack.cli import main as cli_main
 
-    return cli_main()
+    status = cli_main()
+    # The dump file is closed and every message printed: skip the interpreter's
+    # teardown (freeing numpy's and every module's objects one by one), which
+    # took 50 ms of a 0.45 s run on the real fixture at -d 31 (strace -tt of
+    # `vmcorepack -l -d 31`: "Completed." at 0.4768 s, exit_group at 0.5271 s).
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe: the normal exit would fail the same way
+        return status
+    os._exit(status)

@@ -59,6 +59,10 @@ DEFAULT_CHUNK_PAGES = 0
 #: workers, wrote in 1.85-1.98 s at 512 pages and 1.51-1.66 s at 2048.
 CHUNK_PAGES_ONE_PROCESS = 512
 CHUNK_PAGES_WORKERS = 2048
+#: Read and compress pages in one C loop (:func:`encode_from_file`) where the
+#: input allows; VMCOREPACK_FUSED_READ=0 reads whole chunks first (mapped or
+#: gathered), for tests and benchmarks that compare the two.
+FUSED_READ = os.environ.get("VMCOREPACK_FUSED_READ", "1") != "0"
 #: How long a worker may wait for its turn before the run is declared stuck.
 TURN_TIMEOUT = 600.0
 
@@ -376,6 +380,14 @@ def encode_dedup(
 _scratch = bytearray()
 
 
+def _scratch_for(need: int) -> bytearray:
+    """The per-process output buffer, grown to ``need`` bytes."""
+    global _scratch
+    if len(_scratch) < need:
+        _scratch = bytearray(need)
+    return _scratch
+
+
 def _encode_native(
     loop: PageLoop,
     raw: bytes | bytearray | memoryview,
@@ -389,14 +401,56 @@ def _encode_native(
     The returned data is a view of a per-process buffer: it is valid until
     the next call in this process, which is after the chunk is written.
     """
-    global _scratch
     ps = page_size
     m = len(raw) // ps
-    need = m * ps + loop.headroom
-    if len(_scratch) < need:
-        _scratch = bytearray(need)
+    dst = _scratch_for(m * ps + loop.headroom)
     got = np.empty(m, np.int64)
-    total = loop.encode(raw, ps, share_zero, _scratch, got.data)
+    total = loop.encode(raw, ps, share_zero, dst, got.data)
+    return _chunk_from_sizes(got, total, known, ps, codec)
+
+
+def encode_from_file(source: Source, pfns: np.ndarray, codec: Codec, share_zero: bool) -> EncodedChunk | None:
+    """Read and encode the pages of ``pfns`` in one C loop, when the input allows it.
+
+    Pages are read a few at a time and compressed while they are in cache,
+    which beats reading (or mapping) a whole chunk first:
+    ``benchmarks/micro.py`` ("fused" against "mapped").
+
+    Args:
+        source: Input.
+        pfns: Sorted pfns of the chunk.
+        codec: Codec.
+        share_zero: As for :func:`encode_chunk`.
+
+    Returns:
+        The encoded chunk (data in the per-process buffer, as
+        :func:`_encode_native`), or None when this path does not apply (no C
+        loop, a kdump input, stored holes without zero sharing) or a read
+        failed: the caller then takes the general path, which isolates
+        unreadable pages.
+    """
+    ps = source.page_size
+    loop = page_loop(codec, ps)
+    if loop is None:
+        return None
+    plan = source.page_plan(pfns)
+    if plan is None:
+        return None
+    fd, offsets, known = plan
+    if not share_zero and known.any():
+        return None
+    m = len(offsets)
+    dst = _scratch_for(m * ps + loop.headroom)
+    got = np.empty(m, np.int64)
+    try:
+        total = loop.encode_file(fd, offsets.data, ps, share_zero, dst, got.data)
+    except OSError:
+        return None
+    return _chunk_from_sizes(got, total, known, ps, codec)
+
+
+def _chunk_from_sizes(got: np.ndarray, total: int, known: np.ndarray, ps: int, codec: Codec) -> EncodedChunk:
+    """Build a chunk's descriptors from the C loop's per-page sizes (-1: zero page)."""
     n = len(known)
     sizes = np.full(n, ps, np.int64)
     is_zero = known.copy()
@@ -628,8 +682,13 @@ def run_task(job: _Job, seq: Sequencer | None, task: Task, state: dict[str, int]
     """
     bad: list[int] = []
     stored = job.source.stored_pages(task.pfns) if job.passthrough else None
+    direct = None
+    if stored is None and not job.dedup and FUSED_READ:
+        direct = encode_from_file(job.source, task.pfns, job.codec, job.share_zero)
     if stored is not None:
         enc = encode_stored(stored, job.source.page_size, job.codec, job.share_zero)
+    elif direct is not None:
+        enc = direct
     else:
         raw, known_zero = job.source.read_pfns_sparse(task.pfns, bad)
         skip = np.isin(task.pfns, np.array(bad, np.int64)) if bad else None
@@ -1086,7 +1145,7 @@ def write_dump(
             first += geo.block_size
         # Pages of an input dump are copied as stored unless a shared zero page
         # must be found among pages that the input stored as data.
-        passthrough = not share_zero or bool(getattr(source, "recorded_level", 0) & DumpLevel.ZERO)
+        passthrough = not share_zero or bool(source.recorded_level & DumpLevel.ZERO)
         job = _Job(
             source, out, codec, share_zero, geo.data_offset, geo.table_offset, options.flat, passthrough, options.dedup
         )

@@ -212,6 +212,10 @@ class KdumpSource(Source):
             for d, blob, pfn in zip(descs, self._stored(descs), pfns.tolist(), strict=True)
         )
 
+    def page_plan(self, pfns: np.ndarray) -> None:
+        """No plain file bytes here: pages are decoded from the input's own format."""
+        return None
+
     def read_pfns_sparse(
         self, pfns: np.ndarray, bad: list[int] | None = None, gap: int = 0
     ) -> tuple[bytes, np.ndarray]:

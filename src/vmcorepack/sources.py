@@ -136,6 +136,9 @@ class Source:
         # with pread, where an unreadable page is an error, not a SIGBUS.
         self.map_dense = (not is_proc) if use_mmap is None else use_mmap
         self._fd: int | None = None
+        #: Dump level recorded in the input: 0 except for kdump inputs
+        #: (refilter.KdumpSource), whose excluded pages stay excluded.
+        self.recorded_level = 0
         max_paddr = int(segments["phys_end"].max()) if len(segments) else 0
         self.max_mapnr = -(-max_paddr // page_size)
 
@@ -388,6 +391,23 @@ class Source:
         out = np.zeros((len(pfns), self.page_size), np.uint8)
         out[~known_zero] = np.frombuffer(data, np.uint8).reshape(-1, self.page_size)
         return out.tobytes()
+
+    def page_plan(self, pfns: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """Say where the pages of a sorted pfn list lie in the file, for a reader in C.
+
+        Args:
+            pfns: Sorted int64 pfns.
+
+        Returns:
+            (open file descriptor; ascending int64 file offsets of the pages
+            that are not known zero; the known-zero mask), or None when the
+            pages are not plain file bytes (a kdump input decodes them).
+        """
+        off = self.file_offsets(pfns)
+        if self.probe_holes:
+            off = self._drop_holes(off)
+        known_zero = off < 0
+        return self._file(), np.ascontiguousarray(off[~known_zero]), known_zero
 
     def read_pfns_sparse(
         self, pfns: np.ndarray, bad: list[int] | None = None, gap: int = 1 << 16

@@ -19,11 +19,8 @@ The optional ``lz4`` and ``zstandard`` imports of whole-stream codecs live here.
 
 from __future__ import annotations
 
-import bz2
 import errno
-import gzip
 import io
-import lzma
 import os
 import threading
 from typing import Any, BinaryIO
@@ -133,6 +130,8 @@ class _Checked(io.RawIOBase):
         except Exception as e:
             # gzip.BadGzipFile and EOFError (truncated member), OSError from bz2,
             # lzma.LZMAError, zstandard.ZstdError, RuntimeError from lz4.frame.
+            import lzma  # on a failing stream only: plain inputs never load it
+
             if not isinstance(e, OSError | EOFError | ValueError | RuntimeError | lzma.LZMAError) and (
                 type(e).__name__ != "ZstdError"
             ):
@@ -164,11 +163,19 @@ def wrap(stream: BinaryIO, compression: str, name: str = "<stream>") -> BinaryIO
 
 
 def _decompressor(stream: BinaryIO, compression: str) -> Any:
+    # The standard library's decompressors load on demand: a plain ELF input
+    # (the kdump case) needs none of them.
     if compression == "gzip":
+        import gzip
+
         return gzip.GzipFile(fileobj=stream, mode="rb")
     if compression == "bzip2":
+        import bz2
+
         return bz2.BZ2File(stream, "rb")
     if compression == "xz":
+        import lzma
+
         return lzma.LZMAFile(stream, "rb")
     if compression == "zstd":
         reader: BinaryIO = _zstandard().ZstdDecompressor().stream_reader(stream, read_across_frames=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import VECTORS
 from vmcorepack import launch
 
 
@@ -44,3 +46,30 @@ def test_cli_refuses_before_touching_output(tmp_path: Path) -> None:
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("vmcorepack: /proc/meminfo: only ")
     assert not out.exists()
+
+
+def test_console_entry_exits_with_cli_status_and_flushed_output(tmp_path: Path) -> None:
+    """The entry point ends with os._exit: the status and buffered output must still get out."""
+    out = tmp_path / "stdout"
+    dump = tmp_path / "dump"
+    # A file and no PYTHONUNBUFFERED: stdout is block-buffered.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with open(out, "wb") as f:
+        ok = subprocess.run(
+            [sys.executable, "-m", "vmcorepack", "-d", "1", str(VECTORS / "filt.vmcore"), str(dump)],
+            stdout=f,
+            env=env,
+            check=False,
+        )
+    assert ok.returncode == 0
+    assert dump.stat().st_size > 0
+    # The last line printed: nothing stayed in the buffer.
+    assert out.read_text().rstrip().endswith("vmcorepack Completed.")
+    bad = subprocess.run(
+        [sys.executable, "-m", "vmcorepack", "-d", "1", str(tmp_path / "missing"), str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode != 0
+    assert "missing" in bad.stderr

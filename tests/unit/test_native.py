@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import zlib
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -88,3 +90,68 @@ def test_native_rejects_bad_buffers() -> None:
         loop.encode(bytes(4097), 4096, True, bytearray(1 << 16), sizes.data)
     with pytest.raises(ValueError, match="too small"):
         loop.encode(bytes(8192), 4096, True, bytearray(8192), sizes.data)
+
+
+def _liblzo() -> Any:
+    if not codecs.available("lzo"):
+        pytest.fail("python-lzo missing") if IN_CI else pytest.skip("python-lzo missing")
+    import lzo
+
+    return lzo
+
+
+def _odd_inputs() -> list[bytes]:
+    """Inputs around every length rule of the encoder: < 21 and < 32 bytes, 48 KiB blocks, carried literals."""
+    rng = np.random.default_rng(7)
+    lengths = [*range(0, 130), 238, 239, 240, 255, 256, 4095, 4096, 4097, 16384, 49151, 49152, 49153]
+    lengths += [49152 + 25, 49152 + 40, 65536, 98304 + 30, 131072]
+    out = []
+    for n in lengths:
+        out.append(bytes(n))
+        out.append(rng.integers(0, 256, n, np.uint8).tobytes())
+        out.append(rng.choice(np.frombuffer(b"ab", np.uint8), n).tobytes())
+        sparse = np.where(rng.random(n) < 0.05, rng.integers(1, 256, n), 0).astype(np.uint8)
+        out.append(sparse.tobytes())
+        out.append((b"struct page %d " % n * (n // 12 + 1))[:n])
+    # Long matches and long literal runs, near and far (> 16 KiB) distances, in one input.
+    words = rng.integers(0, 256, 20000, np.uint8).tobytes()
+    out.append(words + bytes(3000) + words[:9000] + os.urandom(5000) + words[100:30000])
+    return out
+
+
+def test_lzo1x_1_equals_liblzo() -> None:
+    _native_or_skip()
+    lzo = _liblzo()
+    from vmcorepack import _native
+
+    for data in _odd_inputs():
+        assert _native.lzo1x_1(data) == lzo.compress(data, 1, False), len(data)
+
+
+@pytest.mark.parametrize("ps", [4096, 16384, 65536])
+def test_lzo1x_1_equals_liblzo_on_real_pages(real_vmcore: Path, ps: int) -> None:
+    """Every page of the real 6.1 vmcore (mostly kernel data), compressed as one chunk: what liblzo2 writes."""
+    _native_or_skip()
+    lzo = _liblzo()
+    loop = codecs.page_loop(get_codec("lzo"), ps)
+    assert loop is not None
+    with open(real_vmcore, "rb") as f:
+        # The first PT_LOAD starts after the ELF headers; page alignment does not matter here.
+        f.seek(1 << 20)
+        checked = 0
+        while chunk := f.read(512 * ps):
+            n = len(chunk) // ps
+            chunk = chunk[: n * ps]
+            sizes = np.zeros(n, np.int64)
+            dst = bytearray(n * ps + loop.headroom)
+            loop.encode(chunk, ps, False, dst, sizes.data)
+            pos = 0
+            for i, size in enumerate(sizes.tolist()):
+                want = lzo.compress(chunk[i * ps : (i + 1) * ps], 1, False)
+                if len(want) < ps:
+                    assert bytes(dst[pos : pos + size]) == want, f"page {checked + i}"
+                else:
+                    assert size == ps
+                pos += size
+            checked += n
+    assert checked * ps > 900_000_000
