@@ -7,6 +7,8 @@ Usage: python benchmarks/micro.py VMCORE
 - zero test: ``any()`` against ``max() == 0`` per 8 MiB of pages (pipeline.zero_mask);
 - duplicates: share of kept non-zero pages at -d 1 and -d 31 whose bytes repeat
   an earlier page (what a ``--dedup`` option could save);
+- gaps: at -d 31, how many unwanted pages reading through holes of up to N
+  pages copies, against how many separate reads it saves (_native.c GAP_PAGES);
 - C page loop (needs vmcorepack._native): LZO over the whole file in 8 MiB
   pieces, read with pread against mapped with MAP_POPULATE (sources._map_dense)
   against "fused" (encode_file_pages: 64 KiB preads, each compressed while in
@@ -76,6 +78,22 @@ def duplicates(path: str) -> None:
             print(f"-d {level}: {nonzero} kept non-zero pages, {dup} repeat an earlier one ({share:.1f} %)")
 
 
+def gaps(path: str) -> None:
+    with open_elf(path) as src:
+        prep = prepare(src, PackOptions(dump_level=31, codec="lzo"))
+        pfns = np.flatnonzero(np.unpackbits(np.asarray(prep.bm2), bitorder="little")).astype(np.int64)
+        off = src.file_offsets(pfns)
+    off = off[off >= 0]
+    hole = np.diff(off) // 4096 - 1
+    for g in (0, 1, 2, 4, 8):
+        extra = int(hole[(hole > 0) & (hole <= g)].sum())
+        stretches = int(((hole < 0) | (hole > g)).sum()) + 1
+        print(
+            f"-d 31, {len(off)} pages to read, holes of <= {g} pages read through: "
+            f"{extra} unwanted pages copied, {stretches} stretches"
+        )
+
+
 def page_loop(path: str) -> None:
     from vmcorepack import native
 
@@ -121,4 +139,5 @@ if __name__ == "__main__":
     reading(sys.argv[1])
     zero_test()
     duplicates(sys.argv[1])
+    gaps(sys.argv[1])
     page_loop(sys.argv[1])

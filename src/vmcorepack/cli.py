@@ -8,12 +8,10 @@ exit status 1; ``-D`` shows the traceback as well.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -612,6 +610,8 @@ def _run_inspect(args: argparse.Namespace) -> int:
         return EXIT_OK
     desc = dumpinfo.dump_info(args.files)
     if args.json:
+        import json  # --info --json only
+
         sys.stdout.write(json.dumps(desc.to_dict(), indent=2) + "\n")
     else:
         sys.stdout.write(format_info(desc))
@@ -645,6 +645,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except VmcorepackError as e:
         if args.debug:
+            import traceback  # --debug only
+
             traceback.print_exc()
         _err(str(e))
         return EXIT_FAILURE

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from vmcorepack import bitmap
+from vmcorepack import bitmap, native
 from vmcorepack.codecs import Codec, PageLoop, decode_page, get_codec, page_loop
 from vmcorepack.constants import DumpLevel, DumpStatus
 from vmcorepack.errors import (
@@ -1254,6 +1254,9 @@ def _run_tasks(
         ctx.Process(target=_worker_main, args=(job, seq, board, k, make_tasks, result_q), daemon=True)
         for k in range(options.workers)
     ]
+    # Load the C extension once here, so that every worker inherits it
+    # instead of loading it after the fork.
+    native.module()
     # Forked workers must not copy the parent's heap page by page: their first
     # garbage collection would touch every inherited object (copy-on-write).
     gc.freeze()
