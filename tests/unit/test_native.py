@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import IN_CI
 from vmcorepack import codecs, native, pipeline
@@ -113,6 +115,14 @@ def _odd_inputs() -> list[bytes]:
         sparse = np.where(rng.random(n) < 0.05, rng.integers(1, 256, n), 0).astype(np.uint8)
         out.append(sparse.tobytes())
         out.append((b"struct page %d " % n * (n // 12 + 1))[:n])
+    # A match at each distance and length where the encoding changes (2-byte M2 up to 2 KiB and 8
+    # bytes, M3 up to 16 KiB and 33 bytes, M4 beyond). Zeros between the two copies keep the
+    # encoder probing every few bytes (a long random run makes it skip), and the second copy's
+    # first probe finds the first copy through its empty dictionary slot (position 0).
+    for dist in (0x7FF, 0x800, 0x801, 0x3FFF, 0x4000, 0x4001, 0x8000):
+        for n in (4, 8, 9, 33, 34, 300):
+            head = rng.integers(1, 256, 32, np.uint8).tobytes() + bytes(dist - 32)
+            out.append(head + head[:n] + rng.integers(0, 256, 40, np.uint8).tobytes())
     # Long matches and long literal runs, near and far (> 16 KiB) distances, in one input.
     words = rng.integers(0, 256, 20000, np.uint8).tobytes()
     out.append(words + bytes(3000) + words[:9000] + os.urandom(5000) + words[100:30000])
@@ -155,3 +165,31 @@ def test_lzo1x_1_equals_liblzo_on_real_pages(real_vmcore: Path, ps: int) -> None
                 pos += size
             checked += n
     assert checked * ps > 900_000_000
+
+
+@st.composite
+def _lz_inputs(draw: st.DrawFn) -> bytes:
+    """Inputs made of literal runs, repeats at chosen distances and zero runs: what LZO's rules branch on."""
+    out = bytearray()
+    for _ in range(draw(st.integers(0, 40))):
+        kind = draw(st.sampled_from(["lit", "copy", "zero"]))
+        if kind == "lit" or not out:
+            out += draw(st.binary(min_size=1, max_size=300))
+        elif kind == "copy":
+            dist = draw(st.integers(1, min(len(out), 50000)))
+            n = draw(st.integers(1, 600))
+            for _ in range(n):  # overlapping copies, as LZ77 allows
+                out.append(out[-dist])
+        else:
+            out += bytes(draw(st.integers(1, 5000)))
+    return bytes(out)
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_lz_inputs())
+def test_lzo1x_1_equals_liblzo_on_generated_inputs(data: bytes) -> None:
+    _native_or_skip()
+    lzo = _liblzo()
+    from vmcorepack import _native
+
+    assert _native.lzo1x_1(data) == lzo.compress(data, 1, False)
