@@ -5,17 +5,18 @@
  * page into a bytes object, parse arguments, allocate the result, resize it);
  * with LZO that is as much as the compression itself.  This module runs the
  * whole loop for a chunk of pages in one call, with the GIL released:
- * zero test, compression into one output buffer, and the raw fallback.  It
- * also gathers scattered pages from the input with one preadv per stretch.
+ * reading (one preadv per stretch of the input, 64 KiB at a time, so that
+ * each page is compressed while still in cache), zero test, compression into
+ * one output buffer, and the raw fallback.
  *
  * It must produce exactly what makedumpfile writes (docs/kdump-format.md
  * §5.3): LZO1X-1 as liblzo2's lzo1x_1_compress() writes it (our own encoder,
- * _lzo1x.h, which skips liblzo2's 32 KiB dictionary clear per page), and
- * zlib level 1 as compress2() does
- * it (deflateInit(level 1) = deflateInit2(1, Z_DEFLATED, 15, 8,
- * Z_DEFAULT_STRATEGY); deflateReset() between pages gives the same stream as
- * a fresh deflateInit()).  A page is stored compressed only when the result is
- * strictly smaller than a page; otherwise the raw page is stored.
+ * _lzo1x.h, which skips liblzo2's 32 KiB dictionary clear per page), and zlib
+ * level 1 as compress2() does it (deflateInit(level 1) = deflateInit2(1,
+ * Z_DEFLATED, 15, 8, Z_DEFAULT_STRATEGY); deflateReset() between pages gives
+ * the same stream as a fresh deflateInit()).  A page is stored compressed only
+ * when the result is strictly smaller than a page; otherwise the raw page is
+ * stored.
  *
  * pipeline.py falls back to the pure-Python path when this module is absent;
  * tests/unit/test_native.py checks both paths give the same bytes.
@@ -337,8 +338,8 @@ done:
     return result;
 }
 
-/* Pages read per batch by encode_file_pages: 64 KiB of 4 KiB pages stays in
- * L2 between the read and the compressor (benchmarks/micro.py, "fused"). */
+/* Bytes read per batch by encode_file_pages: 64 KiB stays in L2 between the
+ * read and the compressor; a whole 8 MiB chunk read first does not. */
 #define BATCH_BYTES (64 * 1024)
 
 /*

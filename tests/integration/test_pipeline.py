@@ -67,15 +67,17 @@ def test_generated_any_workers_any_cycles(tmp_path: Path, generation: str) -> No
 
 @pytest.mark.parametrize("codec", ["lzo", "zlib", "none"])
 def test_generated_any_chunk_size_either_page_loop(tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunk sizes (odd ones too) and the C or Python page loop change nothing in the file."""
+    """Chunk sizes (odd ones too), the C or Python page loop, and reading pages inside the C loop
+    (encode_from_file) or before it change nothing in the file."""
     if codec == "lzo" and not codecs.available("lzo"):
         pytest.fail("python-lzo missing (.ci/run installs it)") if IN_CI else pytest.skip("python-lzo missing")
     img = build(FixtureSpec(size_bytes=64 << 20, generation="6.1", seed=5), tmp_path / "img.vmcore")
     digests = set()
-    for use_c in (True, False):
+    for use_c, fused in ((True, True), (True, False), (False, False)):
         monkeypatch.setattr(native, "ENABLED", use_c)
+        monkeypatch.setattr(pipeline, "FUSED_READ", fused)
         for workers, chunk in ((0, 0), (0, 1), (0, 37), (2, 0), (2, 333), (3, 4096)):
-            out = tmp_path / f"{use_c}-{workers}-{chunk}.kdump"
+            out = tmp_path / f"{use_c}-{fused}-{workers}-{chunk}.kdump"
             opts = pipeline.PackOptions(dump_level=31, codec=codec, workers=workers, chunk_pages=chunk)
             pipeline.pack(sources.open_elf(str(img.path)), str(out), opts)
             digests.add(_digest(out))
