@@ -193,3 +193,42 @@ def test_lzo1x_1_equals_liblzo_on_generated_inputs(data: bytes) -> None:
     from vmcorepack import _native
 
     assert _native.lzo1x_1(data) == lzo.compress(data, 1, False)
+
+
+class _PlanSource:
+    """Just enough of a Source for encode_from_file: a page plan over a given descriptor."""
+
+    page_size = 4096
+
+    def __init__(self, fd: int, offsets: np.ndarray) -> None:
+        self.fd = fd
+        self.offsets = offsets
+
+    def page_plan(self, pfns: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        return self.fd, self.offsets, np.zeros(len(pfns), bool)
+
+
+def test_encode_from_file_reads_pages_and_gives_way_on_read_errors(tmp_path: Path) -> None:
+    """Pages come from the planned offsets (EOF reads as zeros); a failing read returns None for the fallback."""
+    _native_or_skip()
+    pages = [b"first page " * 372 + bytes(4), os.urandom(4096), b"third page " * 372 + bytes(4)]
+    img = tmp_path / "img"
+    img.write_bytes(b"".join(pages))
+    # Pages 0 and 2 of the file (a one-page gap read through), then one past its end.
+    offsets = np.array([0, 4096 * 2, 4096 * 3], np.int64)
+    codec = get_codec("zlib")
+    fd = os.open(img, os.O_RDONLY)
+    try:
+        enc = pipeline.encode_from_file(_PlanSource(fd, offsets), np.arange(3), codec, True)  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+    assert enc is not None
+    want = [zlib.compress(pages[0], 1), zlib.compress(pages[2], 1)]
+    assert bytes(enc.data) == b"".join(want)
+    assert enc.zero == 1  # the page past the end of the file
+    assert enc.descs["size"].tolist() == [len(want[0]), len(want[1]), 4096]
+    dfd = os.open(tmp_path, os.O_RDONLY)  # preadv on a directory fails (EISDIR)
+    try:
+        assert pipeline.encode_from_file(_PlanSource(dfd, offsets), np.arange(3), codec, True) is None  # type: ignore[arg-type]
+    finally:
+        os.close(dfd)
