@@ -1,9 +1,9 @@
 """Access to the optional C extension (``vmcorepack._native``, built from _native.c).
 
-The extension holds the two per-page loops Python is too slow for: encoding
-a chunk of pages (codecs) and gathering scattered pages from the input
-(sources).  Without it, both modules fall back to Python and numpy and write
-the same bytes more slowly.
+The extension holds the per-page loops Python is too slow for: reading and
+encoding a chunk of pages (codecs, pipeline), encoding pages already in memory,
+and gathering scattered pages from the input (sources).  Without it, those
+modules fall back to Python and numpy and write the same bytes more slowly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ENABLED = os.environ.get("VMCOREPACK_NATIVE", "1") != "0"
 def _load() -> Any:
     try:
         from vmcorepack import _native
-    except ImportError:  # built without a C compiler or the liblzo2/zlib headers
+    except ImportError:  # built without a C compiler or the zlib headers
         return None
     return _native
 

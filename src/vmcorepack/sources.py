@@ -131,9 +131,10 @@ class Source:
         self.probe_holes = not is_proc
         self.use_mmap = bool(use_mmap)
         self.mmap_scattered = (not is_proc) if use_mmap is None else use_mmap
-        # Dense stretches of a regular file are mapped, not copied: the C page
-        # loop compresses straight from the page cache.  /proc/vmcore is read
-        # with pread, where an unreadable page is an error, not a SIGBUS.
+        # Outside the C read-and-encode loop (pipeline.encode_from_file), dense
+        # stretches of a regular file are mapped rather than copied.
+        # /proc/vmcore is read with pread, where an unreadable page is an
+        # error, not a SIGBUS.
         self.map_dense = (not is_proc) if use_mmap is None else use_mmap
         self._fd: int | None = None
         #: Dump level recorded in the input: 0 except for kdump inputs
@@ -403,11 +404,14 @@ class Source:
             that are not known zero; the known-zero mask), or None when the
             pages are not plain file bytes (a kdump input decodes them).
         """
-        off = self.file_offsets(pfns)
-        if self.probe_holes:
-            off = self._drop_holes(off)
+        off = self._data_offsets(pfns)
         known_zero = off < 0
         return self._file(), np.ascontiguousarray(off[~known_zero]), known_zero
+
+    def _data_offsets(self, pfns: np.ndarray) -> np.ndarray:
+        """File offset of each page's data; -1 where there is none or it lies in a file hole."""
+        off = self.file_offsets(pfns)
+        return self._drop_holes(off) if self.probe_holes else off
 
     def read_pfns_sparse(
         self, pfns: np.ndarray, bad: list[int] | None = None, gap: int = 1 << 16
@@ -434,9 +438,7 @@ class Source:
         n = len(pfns)
         if n == 0:
             return b"", np.zeros(0, bool)
-        off = self.file_offsets(pfns)
-        if self.probe_holes:
-            off = self._drop_holes(off)
+        off = self._data_offsets(pfns)
         known_zero = off < 0
         have = np.flatnonzero(~known_zero)
         m = len(have)
@@ -530,10 +532,14 @@ class Source:
     def _map_dense(self, offset: int, size: int, least: int = 1 << 20) -> memoryview | None:
         """Map ``size`` bytes of the file at ``offset`` read-only, or None to read them instead.
 
-        Reading 4 GiB and compressing it with the C page loop took 2.33-2.41 s
-        through 8 MiB preads and 1.80-1.99 s straight from 8 MiB mappings
-        (one process, LZO; the copy is what goes: ``benchmarks/micro.py``).
-        The mapping lives as long as the returned view.
+        Used where pages are read before they are encoded (``--dedup``, the
+        Python page loop, ``VMCOREPACK_FUSED_READ=0``): a mapping saves the copy.
+        With liblzo2's encoder, reading 4 GiB and compressing it in one
+        process took 2.33-2.41 s through 8 MiB preads and 1.80-1.99 s from
+        8 MiB mappings; with our encoder the two are within this machine's
+        noise (warm page cache: pread 1.68-2.00 s, mmap 1.47-2.03 s;
+        ``benchmarks/micro.py``, "C page loop").  The mapping lives as long
+        as the returned view.
 
         Args:
             offset: File offset.

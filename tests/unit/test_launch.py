@@ -71,5 +71,7 @@ def test_console_entry_exits_with_cli_status_and_flushed_output(tmp_path: Path) 
         text=True,
         check=False,
     )
-    assert bad.returncode != 0
-    assert "missing" in bad.stderr
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        f"vmcorepack: {tmp_path / 'missing'}: cannot open: No such file or directory"
+    ]
