@@ -366,7 +366,7 @@ class MemMap:
         # A head's first tail is the next entry of the same batch read: not for
         # the last slot of a batch, nor for the last pfn of the scan.
         tail_ok[:-1] = read[:-1] & read[1:]
-        tail_ok &= (np.arange(start, end) % BATCH) != BATCH - 1
+        tail_ok[(BATCH - 1 - start) % BATCH :: BATCH] = False
         rec = np.frombuffer(buf.data, self.layout.dtype, count=n)
         names = self.layout.dtype.names or ()
         zeros_u8 = np.zeros(n, np.uint64)
