@@ -419,6 +419,211 @@ out:
     return result;
 }
 
+/* ---- the page pass: makedumpfile's per-page exclusion rules ------------- */
+
+/* Indexes into decide_pages()'s params (int64); filter.py builds the array
+ * (_native_params) with the same layout. */
+enum {
+    P_LEVEL, P_LRU, P_PRIVATE, P_SWAPCACHE, P_HAS_SWAPBACKED, P_SWAPBACKED,
+    P_HAS_HWPOISON, P_HWPOISON, P_SLAB, P_HEAD, P_HAS_SLAB_VALUE, P_SLAB_VALUE,
+    P_HAS_BUDDY_VALUE, P_BUDDY_VALUE, P_HAS_BUDDY_FLAG, P_BUDDY_FLAG,
+    P_HAS_OFFLINE, P_OFFLINE, P_HAS_UNACCEPTED, P_UNACCEPTED,
+    P_HAS_HUGETLB_VALUE, P_HUGETLB_VALUE, P_HAS_PG_HUGETLB, P_PG_HUGETLB,
+    P_HAS_FREE_AREA_LEN, P_FREE_AREA_LEN,
+    P_K_FREE, P_K_CACHE, P_K_CACHE_PRIVATE, P_K_USER, P_K_HWPOISON, P_K_OFFLINE,
+    P_L_CACHE, P_L_CACHE_PRIVATE, P_L_USER, P_L_FREE,
+    P_N_DTORS, P_DTORS /* P_N_DTORS values follow */
+};
+
+/* Little-endian field of `width` bytes at `off` of one struct page; 0 when absent. */
+static inline uint64_t field(const unsigned char *entry, Py_ssize_t off, int width)
+{
+    uint64_t v8;
+    uint32_t v4;
+    uint16_t v2;
+
+    if (off < 0)
+        return 0;
+    switch (width) { /* x86_64 is little-endian, as the dumps it reads */
+    case 8:
+        memcpy(&v8, entry + off, 8);
+        return v8;
+    case 4:
+        memcpy(&v4, entry + off, 4);
+        return v4;
+    case 2:
+        memcpy(&v2, entry + off, 2);
+        return v2;
+    default:
+        return entry[off];
+    }
+}
+
+/*
+ * decide_pages(raw, entry_size, offsets, widths, start_pfn, examined, tail_ok,
+ *              params, kind, log2n) -> None
+ *
+ * filter.decide() for one run of struct pages, in one pass: raw holds n
+ * entries of entry_size bytes (zero where not read); offsets gives the byte
+ * offsets of flags, mapping, _mapcount, private, compound_head, the order and
+ * the destructor fields (-1: not exported); widths the byte widths of the
+ * order and destructor fields.  Writes kind[i] (int8, a filter.Kind) and
+ * log2n[i] (int64).  The numpy version in filter.py is the reference;
+ * tests/unit/test_native.py checks the two agree.
+ */
+static PyObject *decide_pages(PyObject *self, PyObject *args)
+{
+    Py_buffer raw, examined, tail_ok, params, kind, log2n;
+    Py_ssize_t size, o_flags, o_mapping, o_mapcount, o_private, o_chead, o_order, o_dtor;
+    int w_order, w_dtor;
+    unsigned long long start_pfn;
+    PyObject *result = NULL;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*n(nnnnnnn)(ii)Ky*y*y*w*w*", &raw, &size, &o_flags, &o_mapping, &o_mapcount,
+                          &o_private, &o_chead, &o_order, &o_dtor, &w_order, &w_dtor, &start_pfn, &examined,
+                          &tail_ok, &params, &kind, &log2n))
+        return NULL;
+    Py_ssize_t n = examined.len;
+    const int64_t *P = params.buf;
+    Py_ssize_t np_ = params.len / (Py_ssize_t)sizeof(int64_t);
+    Py_ssize_t offs[7] = {o_flags, o_mapping, o_mapcount, o_private, o_chead, o_order, o_dtor};
+    int widths[7] = {8, 8, 4, 8, 8, w_order, w_dtor};
+    int bad = size <= 0 || raw.len < n * size || tail_ok.len < n || kind.len < n ||
+              log2n.len < n * (Py_ssize_t)sizeof(int64_t) || np_ < P_DTORS || np_ < P_DTORS + P[P_N_DTORS];
+    for (int k = 0; k < 7 && !bad; k++)
+        bad = offs[k] >= 0 && (widths[k] < 1 || widths[k] > 8 || offs[k] + widths[k] > size);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "decide_pages: inconsistent arguments");
+        goto out;
+    }
+
+    const unsigned char *r = raw.buf;
+    const unsigned char *ex = examined.buf, *tok = tail_ok.buf;
+    int8_t *kd = kind.buf;
+    int64_t *lg = log2n.buf;
+    /* Locals, not P[]: the int8 stores to kind may alias anything, so the
+     * compiler would reload every parameter for every page. */
+    const uint64_t lru = (uint64_t)P[P_LRU], priv_m = (uint64_t)P[P_PRIVATE], swapc = (uint64_t)P[P_SWAPCACHE];
+    const uint64_t swapb = (uint64_t)P[P_SWAPBACKED], hwp = (uint64_t)P[P_HWPOISON];
+    const uint64_t slab = (uint64_t)P[P_SLAB], head_m = (uint64_t)P[P_HEAD];
+    const uint64_t buddy_flag = (uint64_t)P[P_BUDDY_FLAG], pg_huge = (uint64_t)P[P_PG_HUGETLB];
+    const int64_t level = P[P_LEVEL];
+    const int has_swapb = P[P_HAS_SWAPBACKED] != 0, has_hwp = P[P_HAS_HWPOISON] != 0;
+    const int has_slab_v = P[P_HAS_SLAB_VALUE] != 0, has_buddy_v = P[P_HAS_BUDDY_VALUE] != 0;
+    const int has_buddy = has_buddy_v || P[P_HAS_BUDDY_FLAG];
+    const int has_off = P[P_HAS_OFFLINE] != 0, has_unacc = P[P_HAS_UNACCEPTED] != 0;
+    const int has_huge_v = P[P_HAS_HUGETLB_VALUE] != 0, has_pg_huge = P[P_HAS_PG_HUGETLB] != 0;
+    const int has_fal = P[P_HAS_FREE_AREA_LEN] != 0;
+    const int64_t slab_v = P[P_SLAB_VALUE], buddy_v = P[P_BUDDY_VALUE], off_v = P[P_OFFLINE];
+    const int64_t unacc_v = P[P_UNACCEPTED], huge_v = P[P_HUGETLB_VALUE], fal = P[P_FREE_AREA_LEN];
+    const int8_t k_free = (int8_t)P[P_K_FREE], k_cache = (int8_t)P[P_K_CACHE];
+    const int8_t k_cpriv = (int8_t)P[P_K_CACHE_PRIVATE], k_user = (int8_t)P[P_K_USER];
+    const int8_t k_hwp = (int8_t)P[P_K_HWPOISON], k_off = (int8_t)P[P_K_OFFLINE];
+    const int l_cache = (level & P[P_L_CACHE]) != 0, l_cpriv = (level & P[P_L_CACHE_PRIVATE]) != 0;
+    const int l_user = (level & P[P_L_USER]) != 0, l_free = (level & P[P_L_FREE]) != 0;
+    const int64_t ndtors = P[P_N_DTORS];
+    const int64_t *dtors = P + P_DTORS;
+
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *e = r + i * size;
+        const unsigned char *nx = i + 1 < n ? e + size : NULL;
+        uint64_t flags = field(e, o_flags, 8);
+        uint64_t mapping = field(e, o_mapping, 8);
+        int32_t mapcount = (int32_t)(uint32_t)field(e, o_mapcount, 4);
+        uint64_t chead = field(e, o_chead, 8);
+        uint64_t nxt_flags = nx ? field(nx, o_flags, 8) : 0;
+
+        int is_slab = (flags & slab) != 0 || (has_slab_v && mapcount == slab_v);
+        int is_anon = (mapping & 1) && !is_slab;
+        int is_private = (flags & priv_m) != 0;
+        int swap = (flags & swapc) != 0;
+        if (has_swapb)
+            swap = swap && (flags & swapb) != 0;
+        int is_cache = (flags & lru) != 0 || swap;
+        int is_tail = (chead & 1) != 0;
+        int head = (flags & head_m) != 0 && tok[i];
+        int hugetlb = 0;
+        uint64_t order;
+        if (has_huge_v) {
+            order = nxt_flags & 0xFF;
+            hugetlb = mapcount == huge_v;
+        } else if (has_pg_huge) {
+            order = nxt_flags & 0xFF;
+            hugetlb = (nxt_flags & pg_huge) != 0;
+        } else {
+            order = nx ? field(nx, o_order, w_order) : 0;
+            uint64_t dtor = nx ? field(nx, o_dtor, w_dtor) : 0;
+            for (int64_t d = 0; d < ndtors && nx; d++)
+                hugetlb |= dtor == (uint64_t)dtors[d];
+        }
+        hugetlb = hugetlb && head;
+        if (!head || order >= 64)
+            order = 0;
+        if (((uint64_t)start_pfn + (uint64_t)i) & ((UINT64_C(1) << order) - 1))
+            order = 0;
+
+        int8_t k = 0;
+        int64_t l2 = (int64_t)order;
+        int undecided = ex[i] && !is_tail;
+        if (l_free && has_buddy) {
+            int is_buddy = has_buddy_v ? (mapcount == buddy_v && !is_slab) : (flags & buddy_flag) != 0;
+            uint64_t private = field(e, o_private, 8);
+            if (has_fal && is_buddy && private >= (uint64_t)fal) {
+                undecided = 0; /* an order beyond the zone's free lists: kept */
+                is_buddy = 0;
+            }
+            if (undecided && is_buddy) {
+                k = k_free;
+                undecided = 0;
+                l2 = private < 62 ? (int64_t)private : 62;
+            }
+            if (has_unacc && has_fal && undecided && mapcount == unacc_v) {
+                k = k_free;
+                undecided = 0;
+                l2 = fal - 1;
+            }
+        }
+        if (l_cache && undecided && is_cache && !is_private && !is_anon) {
+            k = k_cache;
+            undecided = 0;
+        }
+        if (l_cpriv) {
+            if (undecided && is_cache && !is_anon && is_private) {
+                k = k_cpriv;
+                undecided = 0;
+            }
+            if (undecided && is_cache && !is_anon) {
+                k = k_cache;
+                undecided = 0;
+            }
+        }
+        if (l_user && undecided && (is_anon || hugetlb)) {
+            k = k_user;
+            undecided = 0;
+        }
+        if (has_hwp && undecided && (flags & hwp)) {
+            k = k_hwp;
+            undecided = 0;
+        }
+        if (has_off && undecided && mapcount == off_v && !is_slab)
+            k = k_off;
+        kd[i] = k;
+        lg[i] = l2;
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+out:
+    PyBuffer_Release(&raw);
+    PyBuffer_Release(&examined);
+    PyBuffer_Release(&tail_ok);
+    PyBuffer_Release(&params);
+    PyBuffer_Release(&kind);
+    PyBuffer_Release(&log2n);
+    return result;
+}
+
 /* lzo1x_1(data) -> bytes: one buffer of any length, as lzo1x_1_compress() writes it. */
 static PyObject *lzo1x_1(PyObject *self, PyObject *arg)
 {
@@ -463,6 +668,8 @@ static PyMethodDef methods[] = {
      "encode_pages(codec, src, page_size, share_zero, dst, sizes) -> bytes stored in dst"},
     {"encode_file_pages", encode_file_pages, METH_VARARGS,
      "encode_file_pages(codec, fd, offsets, page_size, share_zero, dst, sizes) -> bytes stored in dst"},
+    {"decide_pages", decide_pages, METH_VARARGS,
+     "decide_pages(raw, entry_size, offsets, widths, start_pfn, examined, tail_ok, params, kind, log2n) -> None"},
     {"read_pages", read_pages, METH_VARARGS,
      "read_pages(fd, offsets, page_size, out): gather pages at file offsets into out"},
     {"lzo1x_1", lzo1x_1, METH_O, "lzo1x_1(data) -> bytes: LZO1X-1, the bytes lzo1x_1_compress() writes"},

@@ -7,6 +7,18 @@ def encode_pages(
 def encode_file_pages(
     codec: int, fd: int, offsets: _Buf, page_size: int, share_zero: bool, dst: bytearray | memoryview, sizes: _Buf
 ) -> int: ...
+def decide_pages(
+    raw: _Buf,
+    entry_size: int,
+    offsets: tuple[int, int, int, int, int, int, int],
+    widths: tuple[int, int],
+    start_pfn: int,
+    examined: _Buf,
+    tail_ok: _Buf,
+    params: _Buf,
+    kind: _Buf,
+    log2n: _Buf,
+) -> None: ...
 def read_pages(fd: int, offsets: _Buf, page_size: int, out: bytearray | memoryview) -> None: ...
 def lzo1x_1(data: _Buf) -> bytes: ...
 def headroom(page_size: int) -> int: ...

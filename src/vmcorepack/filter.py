@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+from typing import Any
 
 import numpy as np
 
-from vmcorepack import bitmap
+from vmcorepack import bitmap, native
 from vmcorepack.constants import DumpLevel
 from vmcorepack.errors import UnsupportedError, VmcoreinfoError
 from vmcorepack.kernel.memmap import BATCH, MemMap, MemMapRange, PageArrays, kernel_version
@@ -227,6 +229,58 @@ def _has(values: np.ndarray, mask: int) -> np.ndarray:
     return np.asarray((values & np.uint64(mask)) != 0)
 
 
+@functools.cache
+def _native_params(rules: Rules, dump_level: int) -> np.ndarray:
+    """The parameter array of ``_native.decide_pages`` (layout: the P_* enum in _native.c)."""
+
+    def opt(v: int | None) -> list[int]:
+        return [0, 0] if v is None else [1, v]
+
+    def i64(v: int) -> int:
+        v &= _U64
+        return v - (1 << 64) if v >> 63 else v
+
+    vals = [dump_level, rules.lru, rules.private, rules.swapcache, *opt(rules.swapbacked), *opt(rules.hwpoison)]
+    vals += [rules.slab, rules.head, *opt(rules.slab_value), *opt(rules.buddy_value), *opt(rules.buddy_flag)]
+    vals += [*opt(rules.offline_value), *opt(rules.unaccepted_value), *opt(rules.hugetlb_value)]
+    vals += [*opt(rules.pg_hugetlb), *opt(rules.free_area_len)]
+    vals += [Kind.FREE, Kind.CACHE, Kind.CACHE_PRIVATE, Kind.USER, Kind.HWPOISON, Kind.OFFLINE]
+    vals += [DumpLevel.CACHE, DumpLevel.CACHE_PRIVATE, DumpLevel.USER, DumpLevel.FREE]
+    vals += [len(rules.hugetlb_dtors), *rules.hugetlb_dtors]
+    return np.array([i64(int(v)) for v in vals], np.int64)
+
+
+def _decide_native(
+    mod: Any, pages: PageArrays, examined: np.ndarray, rules: Rules, dump_level: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decide` in one C pass over the raw entries (``_native.decide_pages``)."""
+    layout = pages.layout
+    fields: dict[str, Any] = dict(layout.dtype.fields or {})
+
+    def off(name: str) -> int:
+        return int(fields[name][1]) if name in fields else -1
+
+    def width(name: str) -> int:
+        return int(fields[name][0].itemsize) if name in fields else 1
+
+    n = len(examined)
+    kind = np.empty(n, np.int8)
+    log2n = np.empty(n, np.int64)
+    mod.decide_pages(
+        pages.raw,
+        layout.size,
+        tuple(off(f) for f in ("flags", "mapping", "mapcount", "private", "chead", "order", "dtor")),
+        (width("order"), width("dtor")),
+        pages.start_pfn,
+        np.ascontiguousarray(examined, bool),
+        np.ascontiguousarray(pages.tail_ok, bool),
+        _native_params(rules, dump_level),
+        kind,
+        log2n,
+    )
+    return kind, log2n
+
+
 def decide(pages: PageArrays, examined: np.ndarray, rules: Rules, dump_level: int) -> tuple[np.ndarray, np.ndarray]:
     """Apply makedumpfile's per-page rules to every pfn of a run at once.
 
@@ -244,6 +298,13 @@ def decide(pages: PageArrays, examined: np.ndarray, rules: Rules, dump_level: in
         page is kept or not examined) and the log2 of the number of pages the
         exclusion covers.
     """
+    mod = native.module()
+    if mod is not None and hasattr(mod, "decide_pages"):
+        # One pass in C over the raw entries, instead of ~40 numpy passes over
+        # extracted fields: `benchmarks/phases.py IMG --level 31 --runs 6` on
+        # the 4 GiB generator image, prepare 0.07-0.10 s against 0.09-0.10 s
+        # with VMCOREPACK_NATIVE=0.  It counts most in a one-CPU capture kernel.
+        return _decide_native(mod, pages, examined, rules, dump_level)
     n = len(examined)
     flags = pages.flags
     mapcount = pages.mapcount

@@ -232,3 +232,97 @@ def test_encode_from_file_reads_pages_and_gives_way_on_read_errors(tmp_path: Pat
         assert pipeline.encode_from_file(_PlanSource(dfd, offsets), np.arange(3), codec, True) is None  # type: ignore[arg-type]
     finally:
         os.close(dfd)
+
+
+def _rules_variant(rng: np.random.Generator, old_kernel: bool) -> Any:
+    """Rules with each optional fact present or absent, as kernel generations export them."""
+    from vmcorepack.filter import Rules
+
+    def maybe(v: int) -> int | None:
+        return v if rng.random() < 0.5 else None
+
+    hugetlb_value = maybe(-1025)
+    return Rules(
+        lru=1 << 4,
+        private=1 << 13,
+        swapcache=1 << 10,
+        swapbacked=maybe(1 << 19),
+        hwpoison=maybe(1 << 23),
+        slab=1 << 7,
+        head=1 << 6,
+        slab_value=maybe(-1001),
+        buddy_value=None if old_kernel else -129,
+        buddy_flag=(1 << 19) if old_kernel else None,
+        offline_value=maybe(-257),
+        unaccepted_value=maybe(-513),
+        hugetlb_value=hugetlb_value,
+        pg_hugetlb=None if hugetlb_value is not None else maybe(1 << 8),
+        hugetlb_dtors=(2, 0xFFFFFFFF81234560) if rng.random() < 0.5 else (),
+        free_area_len=maybe(11),
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_decide_pages_equals_numpy(seed: int) -> None:
+    """The C page pass (``_native.decide_pages``) classifies every page as the numpy one does."""
+    _native_or_skip()
+    from vmcorepack.filter import decide
+    from vmcorepack.kernel.memmap import PageArrays, PageLayout
+
+    rng = np.random.default_rng(seed)
+    old_kernel = seed % 4 == 3
+    n = 4096
+    size = 64
+    # Field values drawn from the few that matter, so that every rule fires.
+    flag_bits = np.array([4, 6, 7, 8, 10, 13, 19, 23, 31, 40], np.uint64)
+    flags = np.zeros(n, np.uint64)
+    for b in flag_bits:
+        flags |= (rng.random(n) < 0.25).astype(np.uint64) << b
+    mapcount = rng.choice(np.array([-1, 0, 3, -129, -257, -513, -1001, -1025], np.int32), n)
+    layout_names = ["flags", "mapping", "mapcount", "private", "chead", "order", "dtor"]
+    formats = ["<u8", "<u8", "<i4", "<u8", "<u8", "u1" if seed % 2 else "<u2", "u1" if seed % 3 else "<u8"]
+    offsets = [0, 24, 48, 40, 8, 32, 34 if seed % 3 else 16]
+    if seed % 5 == 4:  # no compound_head, private or mapcount exported
+        keep = [0, 1, 5, 6]
+        layout_names = [layout_names[i] for i in keep]
+        formats = [formats[i] for i in keep]
+        offsets = [offsets[i] for i in keep]
+    dt = np.dtype({"names": layout_names, "formats": formats, "offsets": offsets, "itemsize": size})
+    has = {name: name in layout_names for name in ("mapcount", "private", "chead")}
+    layout = PageLayout(size, dt, has["mapcount"], has["private"], has["chead"], True, True)
+    rec = np.zeros(n, dt)
+    rec["flags"] = flags
+    rec["mapping"] = rng.integers(0, 4, n, np.uint64) * np.uint64(0x1000) + rng.integers(0, 2, n, np.uint64)
+    rec["order"] = rng.choice(np.array([0, 1, 2, 9, 10, 70], np.uint64), n)
+    rec["dtor"] = rng.choice(np.array([0, 2, 3], np.uint64), n)
+    if "mapcount" in layout_names:
+        rec["mapcount"] = mapcount
+        rec["private"] = rng.choice(np.array([0, 1, 3, 10, 11, 12, 63, 200], np.uint64), n)
+        rec["chead"] = rng.integers(0, 2, n, np.uint64) * np.uint64(0xFFFF888000000001)
+    read = rng.random(n) < 0.9
+    rec[~read] = np.zeros(1, dt)
+    raw = np.frombuffer(rec.tobytes(), np.uint8).copy()
+    tail_ok = np.zeros(n, bool)
+    tail_ok[:-1] = read[:-1] & read[1:] & (rng.random(n - 1) < 0.95)
+    start = int(rng.integers(0, 1 << 20)) * 512
+    examined = read & (rng.random(n) < 0.9)
+    rules = _rules_variant(rng, old_kernel)
+    seen: set[int] = set()
+    for level in range(32):
+        pages = PageArrays(start, raw, layout, read, tail_ok)
+        native_mod.ENABLED = True
+        try:
+            k_c, l_c = decide(pages, examined, rules, level)
+        finally:
+            native_mod.ENABLED = False
+        try:
+            k_py, l_py = decide(PageArrays(start, raw, layout, read, tail_ok), examined, rules, level)
+        finally:
+            native_mod.ENABLED = True
+        assert np.array_equal(k_c, k_py), (seed, level, np.flatnonzero(k_c != k_py)[:5])
+        keep = k_py != 0  # log2n only matters where a page is excluded
+        assert np.array_equal(l_c[keep], l_py[keep]), (seed, level)
+        seen.update(np.unique(k_py).tolist())
+    # The inputs reach the cache, private-cache and user rules, and the free
+    # one when struct page exports what it needs.
+    assert {2, 3, 4} | ({1} if "mapcount" in layout_names else set()) <= seen, seen

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any
 
 import numpy as np
 
@@ -158,36 +159,73 @@ class PageLayout:
         return cls(size, dt, has_mapcount, has_private, has_chead, has_order, has_dtor)
 
 
-@dataclasses.dataclass
-class PageArrays:
-    """``struct page`` fields of a run of pfns, one entry per pfn.
+def _field(name: str, dt: str, doc: str) -> Any:
+    """A read-only attribute of :class:`PageArrays` that extracts one field on first use."""
+    return property(lambda self: self.extract(name, dt), doc=doc)
 
-    Entries that were not read (not examined, or outside every batch read) are zero.
+
+class PageArrays:
+    """``struct page`` entries of a run of pfns, and their fields as arrays, one entry per pfn.
+
+    Entries that were not read (not examined, or outside every batch read) are
+    zero.  The field arrays are extracted on first use: the C page pass
+    (``filter.decide``) reads :attr:`raw` directly and never needs them.
 
     Attributes:
         start_pfn: pfn of entry 0.
-        flags: ``page.flags``.
-        mapping: ``page.mapping``.
-        mapcount: ``page._mapcount`` (signed), 0 if not exported.
-        private: ``page.private``, 0 if not exported.
-        chead: ``page.compound_head``, 0 if not exported.
-        order: compound order field as found in this entry (meaningful for first tails).
-        dtor: compound destructor field as found in this entry.
+        raw: The entries, ``len(read) * layout.size`` bytes.
+        layout: Where the fields lie in an entry.
         read: Whether the entry was read.
         tail_ok: Whether the *next* entry was read in the same batch read
             (makedumpfile looks at a head's first tail only then).
     """
 
-    start_pfn: int
-    flags: np.ndarray
-    mapping: np.ndarray
-    mapcount: np.ndarray
-    private: np.ndarray
-    chead: np.ndarray
-    order: np.ndarray
-    dtor: np.ndarray
-    read: np.ndarray
-    tail_ok: np.ndarray
+    def __init__(
+        self, start_pfn: int, raw: np.ndarray, layout: PageLayout, read: np.ndarray, tail_ok: np.ndarray
+    ) -> None:
+        """Wrap entries read from the dump.
+
+        Args:
+            start_pfn: pfn of entry 0.
+            raw: The entries (uint8).
+            layout: Field layout.
+            read: Whether each entry was read.
+            tail_ok: See the class attributes.
+        """
+        self.start_pfn = start_pfn
+        self.raw = raw
+        self.layout = layout
+        self.read = read
+        self.tail_ok = tail_ok
+        self._fields: dict[str, np.ndarray] = {}
+
+    def extract(self, name: str, dt: str) -> np.ndarray:
+        """Return one field of every entry as an array of ``dt`` (zeros when not exported), cached.
+
+        Args:
+            name: Field name in :attr:`PageLayout.dtype`.
+            dt: numpy type of the result.
+
+        Returns:
+            One value per pfn.
+        """
+        got = self._fields.get(name)
+        if got is None:
+            n = len(self.read)
+            if name in (self.layout.dtype.names or ()):
+                got = np.frombuffer(self.raw.data, self.layout.dtype, count=n)[name].astype(dt)
+            else:
+                got = np.zeros(n, dt)
+            self._fields[name] = got
+        return got
+
+    flags = _field("flags", "u8", "``page.flags`` (uint64).")
+    mapping = _field("mapping", "u8", "``page.mapping`` (uint64).")
+    mapcount = _field("mapcount", "i4", "``page._mapcount`` (int32), 0 if not exported.")
+    private = _field("private", "u8", "``page.private`` (uint64), 0 if not exported.")
+    chead = _field("chead", "u8", "``page.compound_head`` (uint64), 0 if not exported.")
+    order = _field("order", "u8", "Compound order field as found in this entry (meaningful for first tails).")
+    dtor = _field("dtor", "u8", "Compound destructor field as found in this entry.")
 
 
 class MemMap:
@@ -348,7 +386,9 @@ class MemMap:
         """
         n = end - start
         size = self.layout.size
-        buf = np.zeros(n * size, np.uint8)
+        # Rows are read or zeroed below: clearing all of it first was a second
+        # pass over 64 MiB per 1M pfns.
+        buf = np.empty(n * size, np.uint8)
         view = buf.data
         read = np.zeros(n, bool)
         tail_ok = np.zeros(n, bool)
@@ -363,29 +403,13 @@ class MemMap:
             except (KernelMemoryError, SourceReadError) as e:
                 raise KernelMemoryError(va, f"cannot read struct page of pfns {a:#x}-{b - 1:#x} at {va:#x}: {e}") from e
             read[a - start : b - start] = True
+        if not read.all():
+            buf.reshape(n, size)[~read] = 0
         # A head's first tail is the next entry of the same batch read: not for
         # the last slot of a batch, nor for the last pfn of the scan.
         tail_ok[:-1] = read[:-1] & read[1:]
         tail_ok[(BATCH - 1 - start) % BATCH :: BATCH] = False
-        rec = np.frombuffer(buf.data, self.layout.dtype, count=n)
-        names = self.layout.dtype.names or ()
-        zeros_u8 = np.zeros(n, np.uint64)
-
-        def field(name: str, dt: str) -> np.ndarray:
-            return rec[name].astype(dt) if name in names else (zeros_u8 if dt == "u8" else np.zeros(n, dt))
-
-        return PageArrays(
-            start,
-            field("flags", "u8"),
-            field("mapping", "u8"),
-            field("mapcount", "i4"),
-            field("private", "u8"),
-            field("chead", "u8"),
-            field("order", "u8"),
-            field("dtor", "u8"),
-            read,
-            tail_ok,
-        )
+        return PageArrays(start, buf, self.layout, read, tail_ok)
 
 
 def _batch_reads(start: int, end: int, examined: np.ndarray) -> list[tuple[int, int]]:
