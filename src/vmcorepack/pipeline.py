@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
-import multiprocessing as mp
-import multiprocessing.synchronize
 import os
-import queue
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from vmcorepack import bitmap, native
+from vmcorepack import bitmap, native, procs
 from vmcorepack.codecs import Codec, PageLoop, decode_page, get_codec, page_loop
 from vmcorepack.constants import DumpLevel, DumpStatus
 from vmcorepack.errors import (
@@ -481,38 +477,61 @@ def _chunk_from_sizes(got: np.ndarray, total: int, known: np.ndarray, ps: int, c
 class Sequencer:
     """Hands out data offsets in chunk order, across processes.
 
+    Only the process whose turn it is writes the shared slots (the offset
+    first, then the turn), so no lock is needed; it then wakes every waiter,
+    and each checks whether the turn is now its own.
+
     Attributes:
-        next_chunk: Index of the chunk whose turn it is.
-        next_offset: Data offset where that chunk's data goes.
+        slots: Shared int64: next chunk whose turn it is, its data offset, aborted flag.
     """
 
-    def __init__(self, ctx: Any, first_offset: int) -> None:
+    NEXT_CHUNK, NEXT_OFFSET, ABORTED = 0, 1, 2
+
+    def __init__(self, first_offset: int, waiters: int) -> None:
         """Create the shared state.
 
         Args:
-            ctx: multiprocessing context.
             first_offset: Where the first chunk's data goes.
+            waiters: Number of processes that may wait for a turn (indexes 0..waiters-1).
         """
-        self.cond: multiprocessing.synchronize.Condition = ctx.Condition()
-        self.next_chunk = ctx.RawValue("q", 0)
-        self.next_offset = ctx.RawValue("q", first_offset)
-        self.aborted = ctx.RawValue("b", 0)
+        self.slots = procs.SharedInts(3)
+        self.slots.values[self.NEXT_OFFSET] = first_offset
+        self.wakers = procs.Wakers(waiters)
+        self.me = 0
 
-    def abort(self, timeout: float = 1.0) -> None:
-        """Wake every waiting worker and make it give up.
+    @property
+    def aborted(self) -> bool:
+        """Whether the run was abandoned."""
+        return bool(self.slots.values[self.ABORTED])
 
-        Args:
-            timeout: How long to try for the lock (a killed worker may hold it).
-        """
-        self.aborted.value = 1
-        if self.cond.acquire(timeout=timeout):
-            self.cond.notify_all()
-            self.cond.release()
+    @property
+    def next_offset(self) -> int:
+        """Data offset of the chunk whose turn it is (after the last chunk: the end of the data)."""
+        return int(self.slots.values[self.NEXT_OFFSET])
 
-    def _ready(self, chunk: int) -> bool:
-        if self.aborted.value:
-            raise VmcorepackError("dump abandoned")
-        return bool(self.next_chunk.value == chunk)
+    def abort(self) -> None:
+        """Make every waiting worker give up."""
+        self.slots.values[self.ABORTED] = 1
+        self.wakers.wake_all()
+
+    def _wait_turn(self, chunk: int, timeout: float) -> int:
+        v = self.slots.values
+        deadline = time.monotonic() + timeout
+        while True:
+            if v[self.ABORTED]:
+                raise VmcorepackError("dump abandoned")
+            if v[self.NEXT_CHUNK] == chunk:
+                return int(v[self.NEXT_OFFSET])
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise VmcorepackError(f"chunk {chunk} waited {timeout:.0f} s for its turn")
+            self.wakers.wait(self.me, min(left, 1.0))
+
+    def _pass_turn(self, chunk: int, offset: int) -> None:
+        v = self.slots.values
+        v[self.NEXT_OFFSET] = offset
+        v[self.NEXT_CHUNK] = chunk + 1
+        self.wakers.wake_all()
 
     def take(self, chunk: int, size: int, timeout: float = TURN_TIMEOUT) -> int:
         """Wait for ``chunk``'s turn, reserve ``size`` bytes, pass the turn on.
@@ -525,14 +544,9 @@ class Sequencer:
         Returns:
             The chunk's data offset.
         """
-        with self.cond:
-            if not self.cond.wait_for(lambda: self._ready(chunk), timeout):
-                raise VmcorepackError(f"chunk {chunk} waited {timeout:.0f} s for its turn")
-            off = int(self.next_offset.value)
-            self.next_offset.value = off + size
-            self.next_chunk.value = chunk + 1
-            self.cond.notify_all()
-            return off
+        off = self._wait_turn(chunk, timeout)
+        self._pass_turn(chunk, off + size)
+        return off
 
     def hold(self, chunk: int, timeout: float = TURN_TIMEOUT) -> int:
         """Wait for the turn without passing it on (streams write in turn).
@@ -544,16 +558,7 @@ class Sequencer:
         Returns:
             The data offset.
         """
-        self.cond.acquire()
-        try:
-            ok = self.cond.wait_for(lambda: self._ready(chunk), timeout)
-        except BaseException:
-            self.cond.release()
-            raise
-        if not ok:
-            self.cond.release()
-            raise VmcorepackError(f"chunk {chunk} waited {timeout:.0f} s for its turn")
-        return int(self.next_offset.value)
+        return self._wait_turn(chunk, timeout)
 
     def release(self, chunk: int, size: int) -> None:
         """Finish a turn taken with :meth:`hold`.
@@ -562,10 +567,7 @@ class Sequencer:
             chunk: Chunk index.
             size: Bytes written.
         """
-        self.next_offset.value = int(self.next_offset.value) + size
-        self.next_chunk.value = chunk + 1
-        self.cond.notify_all()
-        self.cond.release()
+        self._pass_turn(chunk, self.next_offset + size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -783,53 +785,59 @@ class _Board:
     Workers take chunks themselves (a shared claim counter) from their own
     copy of the chunk list, which they compute from the 2nd bitmap inherited
     at fork: no task crosses a queue.  Each worker adds its counts to its row
-    of ``stats``, which the main process reads for progress; only errors and
-    the final report (with unreadable pfns) travel through a queue.  With a
-    task queue and one report per chunk, the main process and its queue
-    threads took about 0.6 s of CPU away from two workers on a 4 GiB image;
-    now the main process uses 0.11-0.13 s while they write
+    of ``stats``, which the main process reads for progress; only the final
+    report (with unreadable pfns) or an error travels through its pipe.
+    With a task queue and one report per chunk, the main process and its
+    queue threads took about 0.6 s of CPU away from two workers on a 4 GiB
+    image; now the main process uses 0.11-0.13 s while they write
     (``benchmarks/phases.py``, "CPU main").
 
     Attributes:
-        lock: Guards ``next_claim``.
-        next_claim: Index of the next chunk nobody has taken.
-        stats: Per worker: pages, zero, compressed, data bytes, first and last
-            pfn of the chunk in hand (+1, 0 when idle).
+        lock: Guards the claim counter.
+        shared: Slot 0: index of the next chunk nobody has taken; then per
+            worker: pages, zero, compressed, data bytes, first and last pfn
+            of the chunk in hand (+1, 0 when idle).
     """
 
     FIELDS = 6
 
-    def __init__(self, ctx: Any, workers: int) -> None:
+    def __init__(self, workers: int) -> None:
         """Create the shared state.
 
         Args:
-            ctx: multiprocessing context.
             workers: Number of workers.
         """
-        self.lock: multiprocessing.synchronize.Lock = ctx.Lock()
-        self.next_claim = ctx.RawValue("q", 0)
-        self.stats = ctx.RawArray("q", self.FIELDS * workers)
+        self.lock = procs.Semaphore(1)
+        self.shared = procs.SharedInts(1 + self.FIELDS * workers)
+        self.stats = self.shared.values[1:].reshape(workers, self.FIELDS)
 
     def claim(self) -> int:
         """Take the next chunk index."""
+        v = self.shared.values
         with self.lock:
-            k = int(self.next_claim.value)
-            self.next_claim.value = k + 1
+            k = int(v[0])
+            v[0] = k + 1
             return k
 
     def row(self, worker: int) -> np.ndarray:
         """Return a worker's counters as a (shared) int64 array."""
-        arr = np.frombuffer(self.stats, np.int64)
-        return arr[worker * self.FIELDS : (worker + 1) * self.FIELDS]
+        row: np.ndarray = self.stats[worker]
+        return row
 
 
 def _worker_main(
-    job: _Job, seq: Sequencer, board: _Board, worker: int, make_tasks: Callable[[], Iterator[Task]], results: Any
+    job: _Job,
+    seq: Sequencer,
+    board: _Board,
+    worker: int,
+    make_tasks: Callable[[], Iterator[Task]],
+    send: Callable[[Any], None],
 ) -> None:
     # The main process handles SIGINT and SIGTERM; a worker just stops when told
     # (or is killed by the main process).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    seq.me = worker
     if not job.source.use_mmap:
         # Measured on a 4 GiB generator image at -d 31 (`/usr/bin/time -f %R`
         # on `vmcorepack --mmap` against the default): mmap gathers in forked
@@ -842,7 +850,7 @@ def _worker_main(
     tasks = make_tasks()
     task: Task | None = None
     try:
-        while not seq.aborted.value:
+        while not seq.aborted:
             want = board.claim()
             task = next((t for t in tasks if t.index == want), None)
             if task is None:
@@ -853,7 +861,7 @@ def _worker_main(
             unreadable.extend(done.unreadable)
             row[:4] += (done.pages, done.zero, done.compressed, done.data_bytes)
             row[4] = row[5] = 0
-        results.put(("done", worker, tuple(unreadable)))
+        send(("done", tuple(unreadable)))
     except BaseException as e:
         kind = "full" if isinstance(e, DiskFullError) else "output" if isinstance(e, OutputError) else "error"
         if isinstance(e, OutputError):
@@ -861,7 +869,7 @@ def _worker_main(
         else:
             text = str(e) if isinstance(e, VmcorepackError) else f"{type(e).__name__}: {e}"
         lo, hi = (int(task.pfns[0]), int(task.pfns[-1])) if task is not None and len(task.pfns) else (0, 0)
-        results.put((kind, worker, text, lo, hi))
+        send((kind, text, lo, hi))
 
 
 # ----------------------------------------------------------------------------
@@ -1243,100 +1251,83 @@ def _run_tasks(
             if progress:
                 progress(done_pages, total)
         return state["offset"]
-    ctx = mp.get_context("fork")
     try:
-        seq = Sequencer(ctx, first_offset)
-        board = _Board(ctx, options.workers)
-        result_q: Any = ctx.Queue()
+        seq = Sequencer(first_offset, options.workers)
+        board = _Board(options.workers)
     except OSError as e:
-        # multiprocessing's semaphores live in /dev/shm, which a bare capture
-        # initramfs may not mount: pack in this process instead.
-        result.warnings.append(
-            f"cannot start worker processes ({e.strerror}; is /dev/shm mounted?): packing in one process"
-        )
+        # eventfd or a shared mapping refused (an exotic kernel or sandbox).
+        result.warnings.append(f"cannot start worker processes ({e.strerror or e}): packing in one process")
         return _run_tasks(job, make_tasks, first_offset, total, dataclasses.replace(options, workers=0), result)
-    procs = [
-        ctx.Process(target=_worker_main, args=(job, seq, board, k, make_tasks, result_q), daemon=True)
-        for k in range(options.workers)
-    ]
     # Load the C extension once here, so that every worker inherits it
     # instead of loading it after the fork.
     native.module()
-    # Forked workers must not copy the parent's heap page by page: their first
-    # garbage collection would touch every inherited object (copy-on-write).
-    gc.freeze()
-    try:
-        for p in procs:
-            p.start()
-    finally:
-        gc.unfreeze()
-    stats = np.frombuffer(board.stats, np.int64).reshape(options.workers, _Board.FIELDS)
+    workers: list[procs.Worker] = []
+    stats = board.stats
     finished: set[int] = set()
     reported = 0
     clean = False
     try:
-        while len(finished) < len(procs):
-            try:
-                # Short waits: the run ends as soon as the last worker reports
-                # (0.1 s waits cost up to 0.1 s per run, 5% of a 4 GiB -l run).
-                msg = result_q.get(timeout=0.02)
-            except queue.Empty:
-                msg = None
-            if msg is not None and msg[0] == "done":
-                finished.add(msg[1])
-                result.unreadable.extend(msg[2])
-            elif msg is not None:
-                _stop(seq, procs)
-                kind, _worker, text, lo, hi = msg
-                where = f"pfns {lo:#x}-{hi:#x}"
-                if kind == "full":
-                    raise DiskFullError(job.out.path, f"{text} (writing {where})", 0, 0)
-                if kind == "output":
-                    # The output failed (a broken pipe, an I/O error): not the worker's fault.
-                    raise OutputError(job.out.path, text)
-                raise VmcorepackError(f"worker failed on {where}: {text}")
-            else:
-                dead = [k for k, p in enumerate(procs) if p.exitcode is not None and k not in finished]
-                if dead:
-                    k = dead[0]
+        for k in range(options.workers):
+            # One at a time, so that a failed fork leaves the started ones listed for the cleanup below.
+            workers.append(procs.Worker(functools.partial(_worker_main, job, seq, board, k, make_tasks)))  # noqa: PERF401
+        while len(finished) < len(workers):
+            # Woken by a report or a pipe closing (a worker gone); the timeout
+            # only paces the progress updates.
+            procs.wait_any([w for k, w in enumerate(workers) if k not in finished], 0.05)
+            for k, w in enumerate(workers):
+                if k in finished:
+                    continue
+                eof, msg = w.read_report()
+                if msg is not None and msg[0] == "done":
+                    finished.add(k)
+                    result.unreadable.extend(msg[1])
+                elif msg is not None:
+                    _stop(seq, workers)
+                    kind, text, lo, hi = msg
+                    where = f"pfns {lo:#x}-{hi:#x}"
+                    if kind == "full":
+                        raise DiskFullError(job.out.path, f"{text} (writing {where})", 0, 0)
+                    if kind == "output":
+                        # The output failed (a broken pipe, an I/O error): not the worker's fault.
+                        raise OutputError(job.out.path, text)
+                    raise VmcorepackError(f"worker failed on {where}: {text}")
+                elif eof:
+                    # Gone without a report: killed (the OOM killer, a signal) or crashed.
                     lo, hi = (int(stats[k, 4]) - 1, int(stats[k, 5]) - 1) if stats[k, 4] else (0, 0)
-                    _stop(seq, procs)
+                    w.join(1.0)
+                    _stop(seq, workers)
                     pending = f"with pfns {lo:#x}-{hi:#x} pending" if hi else "between chunks"
                     raise VmcorepackError(
-                        f"worker process {procs[k].pid} died (exit status {procs[k].exitcode}) {pending}; "
-                        "dump abandoned"
+                        f"worker process {w.pid} died (exit status {w.exitcode}) {pending}; dump abandoned"
                     )
             now = int(stats[:, 0].sum())
             if progress and now != reported:
                 reported = now
                 progress(now, total)
-        for p in procs:
-            p.join(5)
+        for w in workers:
+            w.join(5)
         clean = True
     finally:
         if not clean:
-            _stop(seq, procs)
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-        for p in procs:
-            p.join(5)
-        result_q.cancel_join_thread()
+            _stop(seq, workers)
+        for w in workers:
+            w.kill()
+            w.join(5)
+            w.close()
     totals = stats[:, :4].sum(axis=0)
     result.zero_pages += int(totals[1])
     result.compressed_pages += int(totals[2])
-    return int(seq.next_offset.value)
+    return seq.next_offset
 
 
-def _stop(seq: Sequencer, procs: list[Any], grace: float = 2.0) -> None:
+def _stop(seq: Sequencer, workers: list[procs.Worker], grace: float = 2.0) -> None:
     """Stop workers: no new chunks, wake the waiting, let running writes finish, then kill."""
     seq.abort()
     deadline = time.monotonic() + grace
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():
-            p.kill()
+    for w in workers:
+        w.join(max(0.0, deadline - time.monotonic()))
+    for w in workers:
+        w.kill()
 
 
 #: Descriptors per slice when the table is re-read (bounded memory).

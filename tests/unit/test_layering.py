@@ -30,6 +30,7 @@ LAYERS = {
     "elfout": 5,
     "info": 5,
     "streams": 2,
+    "procs": 2,
     "cli": 6,
     "mkfixture": 6,
     "launch": 7,
