@@ -85,7 +85,7 @@ class PageLoop:
     codec_id: int
     headroom: int
 
-    def encode(self, src: Buffer, page_size: int, share_zero: bool, dst: bytearray, sizes: Buffer) -> int:
+    def encode(self, src: Buffer, page_size: int, share_zero: bool, dst: Buffer, sizes: Buffer) -> int:
         """Encode every page of ``src`` into ``dst``, back to back.
 
         Args:
@@ -102,7 +102,7 @@ class PageLoop:
         return n
 
     def encode_file(
-        self, fd: int, offsets: Buffer, page_size: int, share_zero: bool, dst: bytearray, sizes: Buffer
+        self, fd: int, offsets: Buffer, page_size: int, share_zero: bool, dst: Buffer, sizes: Buffer
     ) -> int:
         """Read the pages at file offsets ``offsets`` and encode them as :meth:`encode` does.
 

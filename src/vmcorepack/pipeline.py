@@ -375,7 +375,7 @@ def encode_dedup(
 #: so that a chunk's data costs no fresh (page-faulting) allocation.  A
 #: worker holds at most two encoded chunks (one waiting for its turn, one
 #: encoded ahead), in alternate buffers: :func:`use_scratch` picks one.
-_scratches = [bytearray(), bytearray()]
+_scratches = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
 _scratch_slot = 0
 
 
@@ -389,11 +389,18 @@ def use_scratch(slot: int) -> None:
     _scratch_slot = slot
 
 
-def _scratch_for(need: int) -> bytearray:
-    """The current per-process output buffer, grown to ``need`` bytes."""
+def _scratch_for(need: int) -> memoryview:
+    """The current per-process output buffer, grown to ``need`` bytes.
+
+    ``np.empty``, not ``bytearray``: a bytearray is zeroed, so each buffer's
+    8 MiB counted in the worker's memory even when a chunk compressed to far
+    less (the second buffer raised the fixture's peak summed PSS from 53 to
+    69 MiB, `benchmarks/bench.py`); untouched pages of an empty array are
+    never faulted in.
+    """
     if len(_scratches[_scratch_slot]) < need:
-        _scratches[_scratch_slot] = bytearray(need)
-    return _scratches[_scratch_slot]
+        _scratches[_scratch_slot] = np.empty(need, np.uint8)
+    return _scratches[_scratch_slot].data
 
 
 def _encode_native(
@@ -478,7 +485,7 @@ def _chunk_from_sizes(got: np.ndarray, total: int, known: np.ndarray, ps: int, c
     descs["offset"] = np.where(is_zero, -1, np.cumsum(stored) - stored)
     descs["size"] = sizes
     descs["flags"] = np.where(small, codec.flag, 0)
-    return EncodedChunk(descs, memoryview(_scratches[_scratch_slot])[:total], int(is_zero.sum()), int(small.sum()))
+    return EncodedChunk(descs, _scratches[_scratch_slot].data[:total], int(is_zero.sum()), int(small.sum()))
 
 
 # ----------------------------------------------------------------------------
