@@ -552,6 +552,10 @@ class Sequencer:
         v[self.NEXT_CHUNK] = chunk + 1
         self.wakers.wake_all()
 
+    def close(self) -> None:
+        """Release the wake-up descriptors (after the workers are gone)."""
+        self.wakers.close()
+
     def ready(self, chunk: int) -> bool:
         """Tell, without waiting, whether it is ``chunk``'s turn.
 
@@ -867,6 +871,10 @@ class _Board:
         self.lock = procs.Semaphore(1)
         self.shared = procs.SharedInts(1 + self.FIELDS * workers)
         self.stats = self.shared.values[1:].reshape(workers, self.FIELDS)
+
+    def close(self) -> None:
+        """Release the lock's descriptor (after the workers are gone)."""
+        self.lock.close()
 
     def claim(self) -> int:
         """Take the next chunk index."""
@@ -1416,6 +1424,9 @@ def _run_tasks(
             w.kill()
             w.join(5)
             w.close()
+        # A library caller may pack many times in one process: no descriptor leaks.
+        seq.close()
+        board.close()
     totals = stats[:, :4].sum(axis=0)
     result.zero_pages += int(totals[1])
     result.compressed_pages += int(totals[2])

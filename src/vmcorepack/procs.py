@@ -99,6 +99,10 @@ class Semaphore:
         """Give one unit back."""
         os.eventfd_write(self.fd, 1)
 
+    def close(self) -> None:
+        """Close the descriptor (in the process that made it, once its workers are gone)."""
+        os.close(self.fd)
+
     def __enter__(self) -> Semaphore:
         """Acquire (a semaphore of 1 used as a mutex)."""
         self.acquire()
@@ -142,6 +146,11 @@ class Wakers:
         for fd in self.fds:
             os.eventfd_write(fd, 1)
 
+    def close(self) -> None:
+        """Close the descriptors."""
+        for fd in self.fds:
+            os.close(fd)
+
 
 class Worker:
     """A forked child running one function, with a pipe for its single report.
@@ -163,6 +172,7 @@ class Worker:
             target: The child's work.
         """
         r, w = os.pipe()
+        parent = os.getpid()
         # Forked children must not copy the parent's heap page by page: their
         # first garbage collection would touch every inherited object.
         gc.freeze()
@@ -173,6 +183,7 @@ class Worker:
         if pid == 0:  # pragma: no cover - the child; tests see its effects
             code = 1
             try:
+                _die_with(parent)
                 os.close(r)
                 target(lambda value: _send(w, value))
                 code = 0
@@ -250,6 +261,23 @@ class Worker:
     def close(self) -> None:
         """Close the report pipe."""
         os.close(self.fd)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this child when its parent dies (``PR_SET_PDEATHSIG``).
+
+    A main process killed outright (the OOM killer in a small capture kernel,
+    ``kill -9``) would otherwise leave its workers compressing for nobody.
+    """
+    import ctypes  # already loaded by numpy
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG (linux/prctl.h)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _send(fd: int, value: Any) -> None:

@@ -131,6 +131,13 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"  # gone meanwhile
+
+
 def _start_slow(real_vmcore: Path, out: Path) -> subprocess.Popen[bytes]:
     # zlib at level 0 takes several seconds on the fixture: time to interfere.
     proc = subprocess.Popen(
@@ -258,11 +265,15 @@ def test_main_process_killed_outright_leaves_a_flagged_file(real_vmcore: Path, t
     kids = _descendants(proc.pid)
     proc.kill()
     proc.wait(10)
-    for k in kids:
-        try:
-            os.kill(k, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    # The workers die with it (PR_SET_PDEATHSIG) instead of compressing for nobody.
+    deadline = time.monotonic() + 3
+    alive = kids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [k for k in kids if Path(f"/proc/{k}").exists() and "zombie" not in _state(k)]
+    for k in alive:
+        os.kill(k, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived the main process"
     head = out.read_bytes()[:464]
     assert int.from_bytes(head[424:428], "little") & DumpStatus.COMPRESSED_INCOMPLETE
 

@@ -83,3 +83,19 @@ def test_generated_any_chunk_size_either_page_loop(tmp_path: Path, codec: str, m
             digests.add(_digest(out))
             out.unlink()
     assert len(digests) == 1
+
+
+def test_repeated_packs_leak_no_descriptors(tmp_path: Path) -> None:
+    """Each run's worker pipes, eventfds and shared state go away with it (library callers pack many times)."""
+    import os
+
+    from conftest import VECTORS
+
+    opts = pipeline.PackOptions(dump_level=1, codec="lzo", workers=2)
+    counts = []
+    for i in range(4):
+        with sources.open_elf(str(VECTORS / "tiny.vmcore")) as src:
+            pipeline.pack(src, str(tmp_path / f"d{i}"), opts)
+        counts.append(len(os.listdir("/proc/self/fd")))
+    assert counts[-1] == counts[0], counts
+    assert (tmp_path / "d3").read_bytes() == (VECTORS / "tiny_d1_lzo.kdump").read_bytes()
