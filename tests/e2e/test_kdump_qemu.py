@@ -40,6 +40,9 @@ def test_kdump_capture_under_qemu(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, str(REPO / "tools" / "e2e" / "kdump_qemu.py"), "--kernel", kernel, "--paging", paging]
     cmd += ["--crashkernel", crashkernel, "--out", str(out), "--timeout", "2000"]
+    # Two workers although the capture kernel has one CPU (the default would
+    # pack in one process): the forked workers must run without /dev/shm.
+    cmd += ["--args", "-l -d 31 --workers 2"]
     r = subprocess.run(
         cmd,
         capture_output=True,
@@ -61,5 +64,5 @@ def test_kdump_capture_under_qemu(tmp_path: Path) -> None:
     }
     assert not failed, (failed, r.stderr[-4000:])
     assert report["vmcorepack"]["rc"] == 0
-    # The capture initramfs mounts no /dev/shm: the worker really ran as a forked process.
+    # The capture initramfs mounts no /dev/shm: the workers really ran as forked processes.
     assert "cannot start worker processes" not in (out / "vmcorepack.log").read_text()
