@@ -138,12 +138,20 @@ def _state(pid: int) -> str:
         return "zombie"  # gone meanwhile
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _start_slow(real_vmcore: Path, out: Path) -> subprocess.Popen[bytes]:
     # zlib at level 0 takes several seconds on the fixture: time to interfere.
     proc = subprocess.Popen(
         [sys.executable, "-m", "vmcorepack", "-c", "-d", "0", "--workers", "2", str(real_vmcore), str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # A test run started in the background by a shell inherits SIGINT ignored,
+        # and Python then keeps ignoring it: give the run the default disposition.
+        preexec_fn=_default_signals,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
