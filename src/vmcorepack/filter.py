@@ -7,11 +7,13 @@ kernel's ``struct page`` array (docs/kdump-format.md §9.6-9.7 with the
 corrections of §17.1).  Zero pages are not removed here: they keep their bit
 and share one data block (§5.4).
 
-The decision of every examined pfn is computed with numpy over a whole
-section at a time.  The one sequential part of makedumpfile's scan, "after an
-exclusion of ``nr`` pages the scan resumes at ``pfn + nr``", is resolved by
-looping only over the multi-page candidates that some earlier candidate's
-range could cover.
+The scan goes through each section in steps of ``SCAN_CHUNK`` pfns.  With
+the C extension, a step is one pass in pfn order (:func:`scan_native`), as
+makedumpfile walks it.  Without it, the decision of every examined pfn is
+computed with numpy at once (:func:`scan_numpy`, the reference), and the one
+sequential part of makedumpfile's scan, "after an exclusion of ``nr`` pages
+the scan resumes at ``pfn + nr``", is resolved by looping only over the
+multi-page candidates that some earlier candidate's range could cover.
 """
 
 from __future__ import annotations
@@ -250,10 +252,8 @@ def _native_params(rules: Rules, dump_level: int) -> np.ndarray:
     return np.array([i64(int(v)) for v in vals], np.int64)
 
 
-def _decide_native(
-    mod: Any, pages: PageArrays, examined: np.ndarray, rules: Rules, dump_level: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`decide` in one C pass over the raw entries (``_native.decide_pages``)."""
+def _native_layout(pages: PageArrays) -> tuple[int, tuple[int, ...], tuple[int, int]]:
+    """Entry size, field offsets (-1: not exported) and order/destructor widths, as the C page pass takes them."""
     layout = pages.layout
     fields: dict[str, Any] = dict(layout.dtype.fields or {})
 
@@ -263,14 +263,20 @@ def _decide_native(
     def width(name: str) -> int:
         return int(fields[name][0].itemsize) if name in fields else 1
 
+    offsets = tuple(off(f) for f in ("flags", "mapping", "mapcount", "private", "chead", "order", "dtor"))
+    return layout.size, offsets, (width("order"), width("dtor"))
+
+
+def _decide_native(
+    mod: Any, pages: PageArrays, examined: np.ndarray, rules: Rules, dump_level: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decide` in one C pass over the raw entries (``_native.decide_pages``)."""
     n = len(examined)
     kind = np.empty(n, np.int8)
     log2n = np.empty(n, np.int64)
     mod.decide_pages(
         pages.raw,
-        layout.size,
-        tuple(off(f) for f in ("flags", "mapping", "mapcount", "private", "chead", "order", "dtor")),
-        (width("order"), width("dtor")),
+        *_native_layout(pages),
         pages.start_pfn,
         np.ascontiguousarray(examined, bool),
         np.ascontiguousarray(pages.tail_ok, bool),
@@ -541,12 +547,6 @@ class PageFilter:
         return bits
 
     # -- the page pass --------------------------------------------------------
-    def _add_counts(self, kinds: np.ndarray, lengths: np.ndarray) -> None:
-        per_kind = np.bincount(kinds.astype(np.int64), weights=lengths, minlength=len(Kind))
-        for k, counter in _COUNTER.items():
-            if per_kind[k]:
-                setattr(self.counts, counter, getattr(self.counts, counter) + int(per_kind[k]))
-
     def _exclude_range(self, bits: np.ndarray, start: int, end: int, first: int, stop: int, kind: Kind) -> None:
         """Clear and count, as makedumpfile's ``exclude_range`` does, every pfn of the range inside the cycle."""
         # The carry-over is overwritten by every range (the last one wins).
@@ -592,45 +592,154 @@ class PageFilter:
         # Chunks end on batch boundaries (SCAN_CHUNK is a multiple of BATCH)
         # or at the scan's end, so a chunk's reads are the scan's reads.
         pages = mm.read_pages(rng, lo, hi, examined)
-        kind, log2n = decide(pages, examined & pages.read, rules, self.dump_level)
-        act = np.flatnonzero(kind)
-        if not len(act):
-            return resume
-        pfns = act.astype(np.int64) + lo
-        kinds = kind[act]
-        nr = np.left_shift(np.int64(1), log2n[act])
-        multi = nr > 1
-        # Multi-page ranges: which ones the scan reaches.
-        m_idx = np.flatnonzero(multi)
-        m_start = pfns[m_idx]
-        m_end = m_start + nr[m_idx]
-        executed = resolve_skips(m_start, m_end, resume)
-        e_start = m_start[executed]
-        e_end = m_end[executed]
-        # Single pages inside an executed range are not examined either.
-        s_idx = np.flatnonzero(~multi)
-        s_pfn = pfns[s_idx]
-        if len(e_start):
-            reach = np.maximum.accumulate(e_end)
-            before = np.searchsorted(e_start, s_pfn, side="left") - 1
-            covered = (before >= 0) & (reach[np.maximum(before, 0)] > s_pfn)
-            s_idx = s_idx[~covered]
-            s_pfn = s_pfn[~covered]
-        # Single pages: clear and count one each.
-        bits[s_pfn - start] = False
-        self._add_counts(kinds[s_idx], np.ones(len(s_idx), np.int64))
-        # Ranges: clear and count every pfn inside the cycle (exclude_range).
-        # Executed ranges never overlap, so the pfns to clear are few.
-        if len(e_start):
-            e_kind = kinds[m_idx][executed]
-            stop = np.minimum(e_end, end)
-            lens = stop - e_start
-            idx = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(e_start - (np.cumsum(lens) - lens), lens)
-            bits[idx - start] = False
-            self._add_counts(e_kind, lens)
+        mod = native.module()
+        scan = functools.partial(scan_native, mod) if mod is not None else scan_numpy
+        step = scan(pages, examined & pages.read, rules, self.dump_level, bits, start, end, resume)
+        for k, counter in _COUNTER.items():
+            if step.counts[k]:
+                setattr(self.counts, counter, getattr(self.counts, counter) + int(step.counts[k]))
+        if step.last_end is not None:
             # makedumpfile keeps only the last range's remainder for the next cycle.
-            last = int(e_end[-1])
-            self._carry = (end, last, Kind(int(e_kind[-1]))) if last > end else None
-        if len(e_end):
-            resume = max(resume, int(e_end.max()))
-        return resume
+            self._carry = (end, step.last_end, step.last_kind) if step.last_end > end else None
+        return step.resume
+
+
+@dataclasses.dataclass
+class ScanStep:
+    """What one step of the page pass did, besides clearing bits.
+
+    Attributes:
+        resume: The pfn the scan goes on from (past the last executed range).
+        counts: Pages excluded, indexed by :class:`Kind`.
+        last_end: End pfn of the last multi-page range executed, None if none.
+        last_kind: Its kind.
+    """
+
+    resume: int
+    counts: np.ndarray
+    last_end: int | None = None
+    last_kind: Kind = Kind.KEEP
+
+
+def scan_numpy(
+    pages: PageArrays,
+    examined: np.ndarray,
+    rules: Rules,
+    dump_level: int,
+    bits: np.ndarray,
+    start: int,
+    end: int,
+    resume: int,
+) -> ScanStep:
+    """One step of makedumpfile's page pass over the pfns of ``pages``, in numpy.
+
+    Every pfn is decided at once (:func:`decide`); then the scan's one
+    sequential rule, "after excluding ``nr`` pages the scan resumes at
+    ``pfn + nr``", is resolved by :func:`resolve_skips`.  This is the
+    reference :func:`scan_native` is tested against.
+
+    Args:
+        pages: ``struct page`` entries of the run.
+        examined: Bool per pfn: makedumpfile examines it (and its entry was read).
+        rules: Kernel facts.
+        dump_level: The dump level.
+        bits: The cycle's 2nd bitmap (bool per pfn from ``start``): excluded
+            pfns are cleared, up to ``end``.
+        start: First pfn of the cycle.
+        end: End pfn of the cycle.
+        resume: pfns below it lie inside an earlier executed range.
+
+    Returns:
+        The step's counts, new resume pfn and last executed range.
+    """
+    lo = pages.start_pfn
+    examined = examined.copy()
+    examined[: max(0, min(resume - lo, len(examined)))] = False
+    counts = np.zeros(8, np.int64)
+    kind, log2n = decide(pages, examined, rules, dump_level)
+    act = np.flatnonzero(kind)
+    if not len(act):
+        return ScanStep(resume, counts)
+    pfns = act.astype(np.int64) + lo
+    kinds = kind[act]
+    nr = np.left_shift(np.int64(1), log2n[act])
+    multi = nr > 1
+    # Multi-page ranges: which ones the scan reaches.
+    m_idx = np.flatnonzero(multi)
+    m_start = pfns[m_idx]
+    m_end = m_start + nr[m_idx]
+    executed = resolve_skips(m_start, m_end, resume)
+    e_start = m_start[executed]
+    e_end = m_end[executed]
+    # Single pages inside an executed range are not examined either.
+    s_idx = np.flatnonzero(~multi)
+    s_pfn = pfns[s_idx]
+    if len(e_start):
+        reach = np.maximum.accumulate(e_end)
+        before = np.searchsorted(e_start, s_pfn, side="left") - 1
+        covered = (before >= 0) & (reach[np.maximum(before, 0)] > s_pfn)
+        s_idx = s_idx[~covered]
+        s_pfn = s_pfn[~covered]
+    # Single pages: clear and count one each.
+    bits[s_pfn - start] = False
+    np.add.at(counts, kinds[s_idx].astype(np.int64), 1)
+    if not len(e_start):
+        return ScanStep(resume, counts)
+    # Ranges: clear and count every pfn inside the cycle (exclude_range).
+    # Executed ranges never overlap, so the pfns to clear are few.
+    e_kind = kinds[m_idx][executed]
+    stop = np.minimum(e_end, end)
+    lens = stop - e_start
+    idx = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(e_start - (np.cumsum(lens) - lens), lens)
+    bits[idx - start] = False
+    np.add.at(counts, e_kind.astype(np.int64), lens)
+    return ScanStep(max(resume, int(e_end.max())), counts, int(e_end[-1]), Kind(int(e_kind[-1])))
+
+
+def scan_native(
+    mod: Any,
+    pages: PageArrays,
+    examined: np.ndarray,
+    rules: Rules,
+    dump_level: int,
+    bits: np.ndarray,
+    start: int,
+    end: int,
+    resume: int,
+) -> ScanStep:
+    """:func:`scan_numpy` in one C call (``_native.scan_pages``), walking the pfns in order as makedumpfile does.
+
+    Deciding every pfn in numpy and then resolving which exclusions the scan
+    reaches made the page pass at -d 31 on the 4 GiB generator image take
+    0.095 s; with this loop, 0.055 s (``pipeline.prepare``, warm cache).
+
+    Args:
+        mod: The ``_native`` module.
+        pages: As for :func:`scan_numpy`.
+        examined: As for :func:`scan_numpy`.
+        rules: As for :func:`scan_numpy`.
+        dump_level: As for :func:`scan_numpy`.
+        bits: As for :func:`scan_numpy`.
+        start: As for :func:`scan_numpy`.
+        end: As for :func:`scan_numpy`.
+        resume: As for :func:`scan_numpy`.
+
+    Returns:
+        As :func:`scan_numpy`.
+    """
+    counts = np.zeros(8, np.int64)
+    new_resume, last_end, last_kind = mod.scan_pages(
+        pages.raw,
+        *_native_layout(pages),
+        pages.start_pfn,
+        np.ascontiguousarray(examined, bool),
+        np.ascontiguousarray(pages.tail_ok, bool),
+        _native_params(rules, dump_level),
+        bits,
+        start,
+        end,
+        resume,
+        counts,
+    )
+    last = None if last_end < 0 else int(last_end)
+    return ScanStep(int(new_resume), counts, last, Kind(last_kind))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import zlib
 from pathlib import Path
@@ -81,6 +82,20 @@ def test_native_zlib_is_compress2_level1() -> None:
     descs, data = _encode(page, np.zeros(1, bool), 4096, "zlib", True, True)
     assert data == zlib.compress(page, 1)
     assert np.frombuffer(descs, pipeline.kdump.PAGE_DESC)["size"][0] == len(data)
+
+
+@pytest.mark.parametrize("ps", [4096, 1032])
+def test_native_zero_test_sees_every_byte(ps: int) -> None:
+    """A page with one non-zero byte anywhere is not a zero page (the C test reads 256-byte blocks, then a tail)."""
+    _native_or_skip()
+    loop = codecs.page_loop(get_codec("none"), ps)
+    assert loop is not None
+    rows = np.zeros((ps + 1, ps), np.uint8)
+    rows[np.arange(ps), np.arange(ps)] = 0x80  # row k: byte k set; the last row stays zero
+    sizes = np.zeros(ps + 1, np.int64)
+    loop.encode(rows.tobytes(), ps, True, bytearray((ps + 1) * ps + loop.headroom), sizes.data)
+    assert (sizes[:ps] == ps).all()  # stored raw, not shared as zero
+    assert sizes[ps] == -1
 
 
 def test_native_rejects_bad_buffers() -> None:
@@ -262,11 +277,8 @@ def _rules_variant(rng: np.random.Generator, old_kernel: bool) -> Any:
     )
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_decide_pages_equals_numpy(seed: int) -> None:
-    """The C page pass (``_native.decide_pages``) classifies every page as the numpy one does."""
-    _native_or_skip()
-    from vmcorepack.filter import decide
+def _struct_pages(seed: int) -> tuple[Any, np.ndarray, np.ndarray, int, Any, bool]:
+    """Generated struct pages for the page-pass tests: (pages, examined, read, start pfn, rules, has mapcount)."""
     from vmcorepack.kernel.memmap import PageArrays, PageLayout
 
     rng = np.random.default_rng(seed)
@@ -307,16 +319,25 @@ def test_decide_pages_equals_numpy(seed: int) -> None:
     start = int(rng.integers(0, 1 << 20)) * 512
     examined = read & (rng.random(n) < 0.9)
     rules = _rules_variant(rng, old_kernel)
+    return PageArrays(start, raw, layout, read, tail_ok), examined, read, start, rules, has["mapcount"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_decide_pages_equals_numpy(seed: int) -> None:
+    """The C page pass (``_native.decide_pages``) classifies every page as the numpy one does."""
+    _native_or_skip()
+    from vmcorepack.filter import decide
+
+    pages, examined, _, _, rules, has_mapcount = _struct_pages(seed)
     seen: set[int] = set()
     for level in range(32):
-        pages = PageArrays(start, raw, layout, read, tail_ok)
         native_mod.ENABLED = True
         try:
             k_c, l_c = decide(pages, examined, rules, level)
         finally:
             native_mod.ENABLED = False
         try:
-            k_py, l_py = decide(PageArrays(start, raw, layout, read, tail_ok), examined, rules, level)
+            k_py, l_py = decide(pages, examined, rules, level)
         finally:
             native_mod.ENABLED = True
         assert np.array_equal(k_c, k_py), (seed, level, np.flatnonzero(k_c != k_py)[:5])
@@ -325,4 +346,39 @@ def test_decide_pages_equals_numpy(seed: int) -> None:
         seen.update(np.unique(k_py).tolist())
     # The inputs reach the cache, private-cache and user rules, and the free
     # one when struct page exports what it needs.
-    assert {2, 3, 4} | ({1} if "mapcount" in layout_names else set()) <= seen, seen
+    assert {2, 3, 4} | ({1} if has_mapcount else set()) <= seen, seen
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_scan_pages_equals_numpy(seed: int) -> None:
+    """One step of the page pass in C (``_native.scan_pages``) does what the numpy reference does.
+
+    Same bits cleared, same counts, same resume pfn and last range, with the
+    scan resuming inside the run or before it, and the cycle ending at the
+    run's end (ranges cut short) or past it.
+    """
+    _native_or_skip()
+    mod = native.module()
+    from vmcorepack.filter import scan_native, scan_numpy
+
+    pages, examined, _, lo, rules, has_mapcount = _struct_pages(seed)
+    n = len(examined)
+    rng = np.random.default_rng(seed + 100)
+    ranges = 0
+    for level in range(32):
+        start = lo - int(rng.choice([0, 512]))
+        end = lo + n + int(rng.choice([0, 0, 700]))
+        resume = lo + int(rng.choice([-3, 0, 5, 1000]))
+        bits0 = rng.random(end - start) < 0.8
+        steps = []
+        for scan in (functools.partial(scan_native, mod), scan_numpy):
+            bits = bits0.copy()
+            step = scan(pages, examined, rules, level, bits, start, end, resume)
+            steps.append((bits, step))
+        (b_c, s_c), (b_py, s_py) = steps
+        assert np.array_equal(b_c, b_py), (seed, level, np.flatnonzero(b_c != b_py)[:5] + start)
+        assert np.array_equal(s_c.counts, s_py.counts), (seed, level, s_c.counts, s_py.counts)
+        assert (s_c.resume, s_c.last_end, s_c.last_kind) == (s_py.resume, s_py.last_end, s_py.last_kind), (seed, level)
+        ranges += s_py.last_end is not None
+    # Free blocks (their order is in private, next to _mapcount) were executed as ranges.
+    assert ranges > 0 or not has_mapcount

@@ -434,10 +434,7 @@ def _batch_reads(start: int, end: int, examined: np.ndarray) -> list[tuple[int, 
     batch = pfns // BATCH
     firsts = pfns[np.concatenate(([True], batch[1:] != batch[:-1]))]
     stops = np.minimum((firsts // BATCH + 1) * BATCH, end)
-    out: list[tuple[int, int]] = []
-    for a, b in zip(firsts.tolist(), stops.tolist(), strict=True):
-        if out and out[-1][1] == a:
-            out[-1] = (out[-1][0], b)
-        else:
-            out.append((a, b))
-    return out
+    # A read starts where the previous batch read did not end where this one begins.
+    new = np.concatenate(([True], firsts[1:] != stops[:-1]))
+    last = np.concatenate((new[1:], [True]))
+    return list(zip(firsts[new].tolist(), stops[last].tolist(), strict=True))
