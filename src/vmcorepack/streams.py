@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import threading
 from typing import Any, BinaryIO
 
 from vmcorepack.errors import FormatError, OutputError, UnsupportedError, VmcorepackError
@@ -318,6 +317,10 @@ class CompressingPipe:
         self.bytes_in = 0
         self.bytes_out = 0
         self._error: BaseException | None = None
+        # Imported here: only a compressed -F stream needs a thread, and every
+        # run imports this module (1 ms of start-up, `python -X importtime`).
+        import threading
+
         self._thread = threading.Thread(target=self._run, name=f"{codec}-stream", daemon=True)
         self._thread.start()
 
