@@ -748,7 +748,7 @@ static PyObject *scan_pages(PyObject *self, PyObject *args)
     }
     const unsigned char *r = raw.buf;
     const unsigned char *ex = examined.buf, *tok = tail_ok.buf;
-    unsigned char *b = (unsigned char *)bits.buf - bits_start; /* indexed by pfn */
+    unsigned char *b = bits.buf; /* b[pfn - bits_start] */
     int64_t *cnt = counts.buf;
     long long last_end = -1;
     int last_kind = 0;
@@ -770,7 +770,7 @@ static PyObject *scan_pages(PyObject *self, PyObject *args)
         int64_t nr = l2 >= 0 && l2 < 64 ? (int64_t)(UINT64_C(1) << l2) : 0;
         if (nr > 1) {
             long long end = pfn + nr, stop = end < cycle_end ? end : cycle_end;
-            memset(b + pfn, 0, (size_t)(stop - pfn));
+            memset(b + (pfn - bits_start), 0, (size_t)(stop - pfn));
             cnt[k] += stop - pfn;
             last_end = end;
             last_kind = k;
@@ -779,7 +779,7 @@ static PyObject *scan_pages(PyObject *self, PyObject *args)
                 break;
             i = (Py_ssize_t)(end - start_pfn) - 1;
         } else {
-            b[pfn] = 0;
+            b[pfn - bits_start] = 0;
             cnt[k] += 1;
         }
     }
