@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from vmcorepack import native
 from vmcorepack.constants import DumpStatus
@@ -73,8 +73,7 @@ class Codec:
 _NATIVE_IDS = {"none": 0, "zlib": 1, "lzo": 2}
 
 
-@dataclasses.dataclass(frozen=True)
-class PageLoop:
+class PageLoop(NamedTuple):
     """The C loop that encodes a whole chunk of pages for one codec.
 
     Attributes:

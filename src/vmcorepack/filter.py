@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -118,8 +118,7 @@ def _s32(v: int | None) -> int | None:
     return v - (1 << 32) if v & 0x8000_0000 else v
 
 
-@dataclasses.dataclass(frozen=True)
-class Rules:
+class Rules(NamedTuple):
     """The kernel facts the per-page decision needs, from VMCOREINFO with makedumpfile's defaults.
 
     Attributes:
@@ -604,8 +603,7 @@ class PageFilter:
         return step.resume
 
 
-@dataclasses.dataclass
-class ScanStep:
+class ScanStep(NamedTuple):
     """What one step of the page pass did, besides clearing bits.
 
     Attributes:

@@ -24,7 +24,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -174,8 +174,7 @@ def zero_mask(raw: bytes | bytearray | memoryview, page_size: int) -> np.ndarray
     return np.asarray(words.max(axis=1) == 0)
 
 
-@dataclasses.dataclass
-class EncodedChunk:
+class EncodedChunk(NamedTuple):
     """A chunk's descriptors (offsets relative to the chunk's data start) and data.
 
     Attributes:
@@ -640,8 +639,7 @@ class ChunkDone:
     unreadable: tuple[int, ...] = ()
 
 
-@dataclasses.dataclass
-class _Job:
+class _Job(NamedTuple):
     source: Source
     out: Output
     codec: Codec
@@ -1136,8 +1134,7 @@ def write_bitmaps(
         out.pwrite(bm2[s // 8 : s // 8 + -(-(e - s) // 8)].tobytes(), geo.bitmap2_offset + s // 8)
 
 
-@dataclasses.dataclass
-class Prepared:
+class Prepared(NamedTuple):
     """Pass 1 of a run: the decisions, before anything is written.
 
     Attributes:

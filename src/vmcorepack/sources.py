@@ -21,12 +21,11 @@ short-lived mmap window (bounded memory whatever the image size) or through
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import mmap
 import os
 import resource
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -42,8 +41,7 @@ MAX_PAGE_SIZE = 1 << 18
 MAX_PHYS_BITS = 52
 
 
-@dataclasses.dataclass(frozen=True)
-class NoteInfo:
+class NoteInfo(NamedTuple):
     """What the writer needs from the PT_NOTE blob.
 
     Attributes:

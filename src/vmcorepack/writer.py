@@ -14,10 +14,10 @@ pipeline's sequencer (stream).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import stat
+from typing import NamedTuple
 
 import numpy as np
 
@@ -250,8 +250,7 @@ class FlatOutput(Output):
         _write_all(self.fd, flat.END_MARKER, self.path, None)
 
 
-@dataclasses.dataclass(frozen=True)
-class DumpPlan:
+class DumpPlan(NamedTuple):
     """Everything fixed before page data is written.
 
     Attributes:

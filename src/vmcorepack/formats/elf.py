@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -145,8 +145,7 @@ SEGMENT_DTYPE = np.dtype(
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class ElfCore:
+class ElfCore(NamedTuple):
     """What a writer needs from an ELF core's headers.
 
     Attributes:
@@ -263,8 +262,7 @@ def parse_core(read: Callable[[int, int], bytes], path: str, file_size: int) -> 
     return ElfCore(layout, ehdr, segs, note_offset, note_size, int(ehdr["e_machine"]))
 
 
-@dataclasses.dataclass(frozen=True)
-class Note:
+class Note(NamedTuple):
     """One ELF note.
 
     Attributes:

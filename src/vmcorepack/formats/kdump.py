@@ -9,7 +9,7 @@ because numpy's alignment follows the host and not the dumped machine.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -117,8 +117,7 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-@dataclasses.dataclass(frozen=True)
-class FileGeometry:
+class FileGeometry(NamedTuple):
     """Where each region of a kdump file starts (docs/kdump-format.md §1, §14.2).
 
     Attributes:

@@ -14,9 +14,8 @@ come from the next entry of the same batch.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -57,8 +56,7 @@ def kernel_version(vi: VmcoreInfo) -> tuple[int, int, int]:
     return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
 
 
-@dataclasses.dataclass(frozen=True)
-class MemMapRange:
+class MemMapRange(NamedTuple):
     """A pfn range whose ``struct page``s are contiguous in kernel virtual memory.
 
     Attributes:
@@ -72,8 +70,7 @@ class MemMapRange:
     mem_map: int
 
 
-@dataclasses.dataclass(frozen=True)
-class PageLayout:
+class PageLayout(NamedTuple):
     """Where the fields the filter needs are inside ``struct page``.
 
     Attributes:

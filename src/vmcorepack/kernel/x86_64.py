@@ -10,7 +10,7 @@ vectorised pass per PTE table.
 
 from __future__ import annotations
 
-import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,8 +30,7 @@ _PAGE_1G = 1 << 30
 _CACHE_LIMIT = 8192
 
 
-@dataclasses.dataclass(frozen=True)
-class PhysRun:
+class PhysRun(NamedTuple):
     """A virtually and physically contiguous piece of a translated range.
 
     Attributes:
