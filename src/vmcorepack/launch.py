@@ -74,10 +74,9 @@ def main() -> int:
     # taking 8-10 ms here (gc.callbacks around `import vmcorepack.cli`).
     # Disabling it alone only defers the work: every object allocated
     # meanwhile stays in the youngest generation, and the first pass after
-    # re-enabling walked them all, 12-16 ms before the argument parser ran
-    # (perf_counter marks around cli.main).  gc.freeze() moves them out of
-    # the collector's sight for good; the forked workers then also leave the
-    # parent's pages shared instead of touching every object header.
+    # re-enabling walked them all before the argument parser ran
+    # (`benchmarks/imports.py`, "first gen-0 pass").  gc.freeze() moves them
+    # out of the collector's sight for good (procs.Worker leaves it in place).
     gc.disable()
     try:
         from vmcorepack.cli import main as cli_main

@@ -174,12 +174,20 @@ class Worker:
         r, w = os.pipe()
         parent = os.getpid()
         # Forked children must not copy the parent's heap page by page: their
-        # first garbage collection would touch every inherited object.
-        gc.freeze()
+        # first garbage collection would touch every inherited object.  A
+        # freeze already in place (the console entry freezes what its imports
+        # made) is the caller's: left as it is, and not undone afterwards.
+        # Only the parent unfreezes: the child keeps the inherited objects
+        # frozen for its whole life.
+        ours = gc.get_freeze_count() == 0
+        if ours:
+            gc.freeze()
+        pid = -1
         try:
             pid = os.fork()
         finally:
-            gc.unfreeze()
+            if ours and pid != 0:
+                gc.unfreeze()
         if pid == 0:  # pragma: no cover - the child; tests see its effects
             code = 1
             try:

@@ -77,13 +77,18 @@ def test_console_entry_exits_with_cli_status_and_flushed_output(tmp_path: Path) 
     ]
 
 
-@pytest.mark.parametrize("columns", ["50", "100"])
+@pytest.mark.parametrize("columns", ["50", "100", "0"])
 def test_help_wraps_to_columns_without_shutil(columns: str) -> None:
-    """--help wraps to $COLUMNS as argparse's own width lookup would, and building the parser imports no shutil."""
+    """--help wraps to $COLUMNS as argparse's own width lookup would, and building the parser imports no shutil.
+
+    COLUMNS=0 falls back, as in shutil, to the terminal (none here: output is
+    captured) and then to 80 columns.
+    """
     code = "import sys\nfrom vmcorepack import cli\ncli.build_parser().print_help()\nprint('shutil' in sys.modules)\n"
     env = {**os.environ, "COLUMNS": columns}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     *lines, imported = r.stdout.splitlines()
+    width = int(columns) or 80
     assert imported == "False"
-    assert max(map(len, lines)) <= int(columns) - 2
-    assert max(map(len, lines)) > int(columns) - 20  # the width is used, not a smaller default
+    assert max(map(len, lines)) <= width - 2
+    assert max(map(len, lines)) > width - 20  # the width is used, not a smaller default

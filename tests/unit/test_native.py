@@ -277,8 +277,8 @@ def _rules_variant(rng: np.random.Generator, old_kernel: bool) -> Any:
     )
 
 
-def _struct_pages(seed: int) -> tuple[Any, np.ndarray, np.ndarray, int, Any, bool]:
-    """Generated struct pages for the page-pass tests: (pages, examined, read, start pfn, rules, has mapcount)."""
+def _struct_pages(seed: int) -> tuple[Any, np.ndarray, int, Any, bool]:
+    """Generated struct pages for the page-pass tests: (pages, examined, start pfn, rules, has mapcount)."""
     from vmcorepack.kernel.memmap import PageArrays, PageLayout
 
     rng = np.random.default_rng(seed)
@@ -319,7 +319,7 @@ def _struct_pages(seed: int) -> tuple[Any, np.ndarray, np.ndarray, int, Any, boo
     start = int(rng.integers(0, 1 << 20)) * 512
     examined = read & (rng.random(n) < 0.9)
     rules = _rules_variant(rng, old_kernel)
-    return PageArrays(start, raw, layout, read, tail_ok), examined, read, start, rules, has["mapcount"]
+    return PageArrays(start, raw, layout, read, tail_ok), examined, start, rules, has["mapcount"]
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -328,7 +328,7 @@ def test_decide_pages_equals_numpy(seed: int) -> None:
     _native_or_skip()
     from vmcorepack.filter import decide
 
-    pages, examined, _, _, rules, has_mapcount = _struct_pages(seed)
+    pages, examined, _, rules, has_mapcount = _struct_pages(seed)
     seen: set[int] = set()
     for level in range(32):
         native_mod.ENABLED = True
@@ -361,7 +361,7 @@ def test_scan_pages_equals_numpy(seed: int) -> None:
     mod = native.module()
     from vmcorepack.filter import scan_native, scan_numpy
 
-    pages, examined, _, lo, rules, has_mapcount = _struct_pages(seed)
+    pages, examined, lo, rules, has_mapcount = _struct_pages(seed)
     n = len(examined)
     rng = np.random.default_rng(seed + 100)
     ranges = 0
