@@ -6,8 +6,11 @@ Each case runs makedumpfile (single-threaded, as kdump services run it) and
 vmcorepack alternately, `--runs` times each, on the same input with the same
 dump level and codec, and prints the median wall time, the ratio, the peak
 proportional set size (PSS) summed over the whole process tree, and the
-output sizes. The input is read once before timing so both tools see it in
-the page cache.
+output sizes. Before every timed run the input is read again if any of it
+has left the page cache (`fincore`): this machine runs DAMON reclaim, which
+pages out file data it has not seen touched for about a minute, and a run that
+finds its input half-evicted reads from disk. The count of such re-reads is
+reported with each case.
 
 Timed runs are not sampled: reading /proc/PID/smaps_rollup walks a process's
 page tables, and sampling three processes every 20 ms took enough of a core
@@ -112,6 +115,11 @@ class Result:
     base_bytes: int
     ours_bytes: int
     ram_bytes: int  # the input's size (memory covered), for throughput
+    base_min: float = 0.0  # fastest and slowest timed run of each tool
+    base_max: float = 0.0
+    ours_min: float = 0.0
+    ours_max: float = 0.0
+    reread_mib: int = 0  # input found evicted before the runs and read again, MiB in all
 
     @property
     def ratio(self) -> float:
@@ -119,10 +127,31 @@ class Result:
 
 
 def warm(path: str) -> None:
-    """Read the input once so that every timed run finds it in the page cache."""
-    with open(path, "rb") as f:
-        while f.read(1 << 24):
+    """Read the whole input so that the next run finds it in the page cache."""
+    buf = bytearray(1 << 24)
+    with open(path, "rb", buffering=0) as f:
+        while f.readinto(buf):
             pass
+
+
+def missing(path: str) -> int:
+    """Bytes of ``path`` not in the page cache (its whole size when fincore is missing)."""
+    size = os.path.getsize(path)
+    fincore = shutil.which("fincore")
+    if fincore is None:
+        return size
+    out = subprocess.run(
+        [fincore, "--bytes", "--noheadings", "--output", "RES", path], capture_output=True, text=True, check=False
+    ).stdout.split()
+    return max(size - int(out[0]), 0) if len(out) == 1 and out[0].isdigit() else size
+
+
+def ensure_cached(path: str) -> int:
+    """Read ``path`` again if part of it was evicted; return how many bytes were missing."""
+    gone = missing(path)
+    if gone:
+        warm(path)
+    return gone
 
 
 def compare(
@@ -136,10 +165,13 @@ def compare(
 ) -> Result:
     """Run ``baseline`` and ``ours`` (commands without the input and output) alternately.
 
-    ``runs`` unobserved runs each give the median wall time; one more run each,
-    sampled, gives the peak PSS. A None baseline runs vmcorepack alone.
+    ``runs`` unobserved runs each give the median wall time (and the fastest
+    and slowest); one more run each, sampled, gives the peak PSS. Every run
+    finds the whole input in the page cache. A None baseline runs vmcorepack
+    alone.
     """
     warm(path)
+    reread = 0
     tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("BENCH_TMP")))
     tools = {"ours": ours} if baseline is None else {"base": baseline, "ours": ours}
     times: dict[str, list[float]] = {k: [] for k in tools}
@@ -151,6 +183,7 @@ def compare(
                 out = tmp / f"{who}.kdump"
                 out.unlink(missing_ok=True)
                 cmd = [*prefix, path, str(out)]
+                reread += ensure_cached(path)
                 if run < runs:
                     times[who].append(run_timed(cmd))
                 else:
@@ -172,12 +205,18 @@ def compare(
         size.get("base", 0),
         size["ours"],
         os.path.getsize(path),
+        min(times.get("base", [nan])),
+        max(times.get("base", [nan])),
+        min(times["ours"]),
+        max(times["ours"]),
+        reread >> 20,
     )
 
 
 HEADER = (
     f"{'input':<22} {'opts':<9} {'baseline':<13} {'base s':>7} {'ours s':>7} {'ratio':>6} "
-    f"{'base MiB':>8} {'ours MiB':>8} {'base bytes':>12} {'ours bytes':>12} {'size':>6}"
+    f"{'base MiB':>8} {'ours MiB':>8} {'base bytes':>12} {'ours bytes':>12} {'size':>6} "
+    f"{'base range':>11} {'ours range':>11} {'re-read MiB':>11}"
 )
 
 
@@ -187,7 +226,7 @@ def row(r: Result) -> str:
     return (
         f"{r.input:<22} {'-d' + r.level + ' ' + r.codec:<9} {r.baseline:<13} {r.base_s:7.2f} {r.ours_s:7.2f} "
         f"{r.ratio:6.2f} {r.base_kib / 1024:8.1f} {r.ours_kib / 1024:8.1f} {r.base_bytes:12d} {r.ours_bytes:12d} "
-        f"{rel:6.3f}"
+        f"{rel:6.3f} {r.base_min:5.2f}-{r.base_max:<5.2f} {r.ours_min:5.2f}-{r.ours_max:<5.2f} {r.reread_mib:11d}"
     )
 
 

@@ -12,8 +12,10 @@ Cases: every input at -d 1 and -d 31 with -l and -c against makedumpfile
 vmcorepack's own one-process run (makedumpfile from Debian has neither).
 vmcorepack runs with --workers 2.
 
-Writes benchmarks/results/results.md (the table), results.csv and
-throughput.png (memory covered per second against input size, per codec).
+Writes benchmarks/results/results.md (the table, with each tool's fastest and
+slowest run and how much of the input had to be read back into the page cache
+before the runs; see bench.py), results.csv and throughput.png (memory covered
+per second against input size, per codec).
 """
 
 from __future__ import annotations
@@ -151,13 +153,17 @@ def main() -> int:
             w.writerow([*dataclasses.astuple(r), f"{r.ratio:.3f}"])
     with open(RESULTS / "results.md", "w") as f:
         f.write(f"`python benchmarks/suite.py --runs {runs} --sizes {','.join(sizes)}`, median of {runs}\n\n")
-        f.write("| input | options | baseline | baseline s | vmcorepack s | ratio | peak MiB (base / ours) | size |\n")
-        f.write("| --- | --- | --- | ---: | ---: | ---: | --- | ---: |\n")
+        f.write(
+            "| input | options | baseline | baseline s | vmcorepack s | ratio | peak MiB (base / ours) | size "
+            "| baseline range s | vmcorepack range s | input re-read MiB |\n"
+        )
+        f.write("| --- | --- | --- | ---: | ---: | ---: | --- | ---: | --- | --- | ---: |\n")
         for r in results:
             rel = r.ours_bytes / r.base_bytes if r.base_bytes else 0.0
             f.write(
                 f"| {r.input} | -d {r.level} {r.codec} | {r.baseline} | {r.base_s:.2f} | {r.ours_s:.2f} | "
-                f"{r.ratio:.2f} | {r.base_kib / 1024:.1f} / {r.ours_kib / 1024:.1f} | {rel:.3f} |\n"
+                f"{r.ratio:.2f} | {r.base_kib / 1024:.1f} / {r.ours_kib / 1024:.1f} | {rel:.3f} | "
+                f"{r.base_min:.2f}-{r.base_max:.2f} | {r.ours_min:.2f}-{r.ours_max:.2f} | {r.reread_mib} |\n"
             )
     plot(results, RESULTS / "throughput.png")
     print(f"wrote {RESULTS / 'results.md'}, results.csv and throughput.png")
