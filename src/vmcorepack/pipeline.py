@@ -469,22 +469,14 @@ def encode_from_file(source: Source, pfns: np.ndarray, codec: Codec, share_zero:
 
 
 def _chunk_from_sizes(got: np.ndarray, total: int, known: np.ndarray, ps: int, codec: Codec) -> EncodedChunk:
-    """Build a chunk's descriptors from the C loop's per-page sizes (-1: zero page)."""
-    n = len(known)
-    sizes = np.full(n, ps, np.int64)
-    is_zero = known.copy()
-    data_idx = np.flatnonzero(~known)
-    zero_raw = got < 0
-    is_zero[data_idx] = zero_raw
-    sizes[data_idx] = np.where(zero_raw, ps, got)
-    small = ~is_zero & (sizes < ps)
-    stored = np.where(is_zero, 0, sizes)
-    descs = np.zeros(n, kdump.PAGE_DESC)
-    # Markers until the chunk is placed: -1 shared zero page.
-    descs["offset"] = np.where(is_zero, -1, np.cumsum(stored) - stored)
-    descs["size"] = sizes
-    descs["flags"] = np.where(small, codec.flag, 0)
-    return EncodedChunk(descs, _scratches[_scratch_slot].data[:total], int(is_zero.sum()), int(small.sum()))
+    """Build a chunk's descriptors from the C loop's per-page sizes (-1: zero page).
+
+    Offsets are relative to the chunk's data, -1 for the shared zero page
+    (:func:`write_task` places them).
+    """
+    descs = np.empty(len(known), kdump.PAGE_DESC)
+    zero, compressed = native.module().chunk_descs(got, known, ps, codec.flag, descs)
+    return EncodedChunk(descs, _scratches[_scratch_slot].data[:total], zero, compressed)
 
 
 # ----------------------------------------------------------------------------
@@ -757,8 +749,12 @@ def write_task(job: _Job, task: Task, enc: EncodedChunk, base: int) -> None:
     table_off = job.table_offset + task.desc_index * kdump.PAGE_DESC.itemsize
 
     def place() -> bytes:
-        o = descs["offset"]
-        descs["offset"] = np.where(o == -1, job.zero_offset, np.where(o == -2, 0, o + base))
+        mod = native.module()
+        if mod is not None and descs.flags.c_contiguous:
+            mod.place_descs(descs, base, job.zero_offset)
+        else:
+            o = descs["offset"]
+            descs["offset"] = np.where(o == -1, job.zero_offset, np.where(o == -2, 0, o + base))
         return descs.tobytes()
 
     try:

@@ -135,6 +135,7 @@ class Source:
         # error, not a SIGBUS.
         self.map_dense = (not is_proc) if use_mmap is None else use_mmap
         self._fd: int | None = None
+        self._runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # _file_runs(), built on first use
         #: Dump level recorded in the input: 0 except for kdump inputs
         #: (refilter.KdumpSource), whose excluded pages stay excluded.
         self.recorded_level = 0
@@ -354,7 +355,10 @@ class Source:
         """Return the file offset of each page's data, or -1 where there is none.
 
         Vectorised form of :meth:`page_owner`: the first segment (in table
-        order) whose file data holds the page's start address wins.
+        order) whose file data holds the page's start address wins.  One
+        binary search per page in :meth:`_file_runs`, whatever the number of
+        segments: a vmcore of a large machine has dozens of PT_LOAD segments,
+        and a mask pass per segment made every worker chunk pay for each.
 
         Args:
             pfns: int64 pfns.
@@ -362,16 +366,46 @@ class Source:
         Returns:
             int64 file offsets.
         """
-        ps = self.page_size
-        pa = pfns.astype(np.int64) * ps
-        off = np.full(len(pfns), -1, np.int64)
-        for seg in self.segments:
-            s = int(seg["phys_start"])
-            e = s + int(seg["file_size"])
-            m = (pa >= s) & (pa < e) & (off < 0)
-            if m.any():
-                off[m] = int(seg["file_offset"]) + pa[m] - s
-        return off
+        lo, hi, delta = self._file_runs()
+        pa = pfns.astype(np.int64) * self.page_size
+        if len(lo) == 0:
+            return np.full(len(pfns), -1, np.int64)
+        i = np.searchsorted(lo, pa, side="right") - 1
+        j = np.maximum(i, 0)
+        return np.where((i >= 0) & (pa < hi[j]), pa + delta[j], -1)
+
+    def _file_runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Disjoint physical byte ranges backed by file data, each owned by one segment.
+
+        Returns:
+            Sorted int64 arrays (start, end, file offset minus physical
+            address), where an earlier segment keeps an overlap.
+        """
+        if self._runs is not None:
+            return self._runs
+        seg = self.segments
+        start = seg["phys_start"].astype(np.int64)
+        end = start + seg["file_size"].astype(np.int64)
+        delta = seg["file_offset"].astype(np.int64) - start
+        keep = end > start
+        start, end, delta = start[keep], end[keep], delta[keep]
+        order = np.argsort(start, kind="stable")
+        s, e = start[order], end[order]
+        if len(s) and not bool((s[1:] >= e[:-1]).all()):
+            # Overlapping segments (rare): cut each one around the ranges that
+            # earlier segments own, in table order.
+            pieces: list[tuple[int, int, int]] = []
+            for a0, b0, d in zip(start.tolist(), end.tolist(), delta.tolist(), strict=True):
+                parts = [(a0, b0)]
+                for ps_, pe_, _ in pieces:
+                    parts = [q for a, b in parts for q in ((a, min(b, ps_)), (max(a, pe_), b)) if q[0] < q[1]]
+                pieces.extend((a, b, d) for a, b in parts)
+            pieces.sort()
+            arr = np.array(pieces, np.int64).reshape(-1, 3)
+            self._runs = (arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy())
+        else:
+            self._runs = (s, e, delta[order])
+        return self._runs
 
     def read_pfns_bytes(self, pfns: np.ndarray, bad: list[int] | None = None, gap: int = 1 << 16) -> bytes:
         """Read the pages of a sorted pfn list as one bytes object, holes included.

@@ -249,6 +249,80 @@ def test_encode_from_file_reads_pages_and_gives_way_on_read_errors(tmp_path: Pat
         os.close(dfd)
 
 
+def _descs_reference(got: np.ndarray, known: np.ndarray, ps: int, flag: int) -> np.ndarray:
+    """page_desc records as the numpy pipeline built them before chunk_descs (the spec's rules, §5)."""
+    from vmcorepack.formats import kdump
+
+    sizes = np.full(len(known), ps, np.int64)
+    is_zero = known.copy()
+    is_zero[~known] = got < 0
+    sizes[~known] = np.where(got < 0, ps, got)
+    stored = np.where(is_zero, 0, sizes)
+    descs = np.zeros(len(known), kdump.PAGE_DESC)
+    descs["offset"] = np.where(is_zero, -1, np.cumsum(stored) - stored)
+    descs["size"] = sizes
+    descs["flags"] = np.where(~is_zero & (sizes < ps), flag, 0)
+    return descs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_chunk_descs_equals_numpy(seed: int) -> None:
+    """Offsets run over stored pages only, zero pages (read or known) get -1, raw pages no flag."""
+    _native_or_skip()
+    from vmcorepack.formats import kdump
+
+    rng = np.random.default_rng(seed)
+    ps = (4096, 16384)[seed % 2]
+    n = int(rng.integers(0, 3000))
+    known = rng.random(n) < (0.0, 0.3, 1.0)[seed % 3]
+    m = int((~known).sum())
+    # Zero pages (-1), compressed sizes, and raw pages (exactly ps).
+    got = np.where(rng.random(m) < 0.3, -1, rng.integers(1, ps + 1, m)).astype(np.int64)
+    got[rng.random(m) < 0.2] = ps
+    flag = int(rng.choice([1, 2, 4, 0x20]))
+    descs = np.empty(n, kdump.PAGE_DESC)
+    zero, compressed = native.module().chunk_descs(got, known, ps, flag, descs)
+    want = _descs_reference(got, known, ps, flag)
+    assert descs.tobytes() == want.tobytes()
+    assert zero == int(known.sum() + (got < 0).sum())
+    assert compressed == int(((got > 0) & (got < ps)).sum())
+
+
+def test_chunk_descs_rejects_mismatched_sizes() -> None:
+    _native_or_skip()
+    from vmcorepack.formats import kdump
+
+    mod = native.module()
+    known = np.array([False, True, False])
+    descs = np.empty(3, kdump.PAGE_DESC)
+    with pytest.raises(ValueError, match="do not match"):
+        mod.chunk_descs(np.array([10], np.int64), known, 4096, 1, descs)  # one size for two pages read
+    with pytest.raises(ValueError, match="do not match"):
+        mod.chunk_descs(np.array([10, 20, 30], np.int64), known, 4096, 1, descs)  # one too many
+    with pytest.raises(ValueError, match="do not match"):
+        mod.chunk_descs(np.array([10, 4097], np.int64), known, 4096, 1, descs)  # larger than a page
+    with pytest.raises(ValueError, match="buffer sizes"):
+        mod.chunk_descs(np.array([10, 20], np.int64), known, 4096, 1, np.empty(2, kdump.PAGE_DESC))
+
+
+def test_place_descs_equals_numpy() -> None:
+    """Stored pages move by the chunk's base; -1 becomes the zero page's offset, -2 becomes 0."""
+    _native_or_skip()
+    from vmcorepack.formats import kdump
+
+    rng = np.random.default_rng(5)
+    descs = np.zeros(5000, kdump.PAGE_DESC)
+    descs["offset"] = np.where(rng.random(5000) < 0.3, rng.choice([-1, -2], 5000), rng.integers(0, 1 << 30, 5000))
+    descs["size"] = rng.integers(1, 4097, 5000)
+    o = descs["offset"]
+    want = descs.copy()
+    want["offset"] = np.where(o == -1, 8192, np.where(o == -2, 0, o + (5 << 32)))
+    native.module().place_descs(descs, 5 << 32, 8192)
+    assert descs.tobytes() == want.tobytes()
+    with pytest.raises(ValueError, match="whole number"):
+        native.module().place_descs(bytearray(25), 0, 0)
+
+
 def _rules_variant(rng: np.random.Generator, old_kernel: bool) -> Any:
     """Rules with each optional fact present or absent, as kernel generations export them."""
     from vmcorepack.filter import Rules
