@@ -157,7 +157,12 @@ def warm(path: str) -> None:
 
 
 def missing(path: str) -> int:
-    """Bytes of ``path`` (of its data, for a file too big to cache whole) not in the page cache."""
+    """Bytes of ``path`` not in the page cache.
+
+    For a file too big to cache whole this compares the resident bytes with
+    the allocated ones, which is only a rough test: zero pages of holes that a
+    tool has read count as resident too, and can hide evicted data.
+    """
     st = os.stat(path)
     want = st.st_size if _whole(path) else min(st.st_size, st.st_blocks * 512)
     fincore = shutil.which("fincore")
@@ -190,8 +195,8 @@ def compare(
 
     ``runs`` unobserved runs each give the median wall time (and the fastest
     and slowest); one more run each, sampled, gives the peak PSS. Every run
-    finds the whole input in the page cache. A None baseline runs vmcorepack
-    alone.
+    finds the input in the page cache (for a file too big to cache whole, see
+    :func:`missing`). A None baseline runs vmcorepack alone.
     """
     warm(path)
     reread = 0
