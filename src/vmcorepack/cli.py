@@ -20,6 +20,7 @@ from vmcorepack import __version__, codecs, pipeline, sources, streams, writer
 from vmcorepack.constants import DISKDUMP_SIGNATURE, KDUMP_SIGNATURE, MAX_DUMP_LEVEL
 from vmcorepack.errors import IncompleteDumpError, OutputError, UsageError, VmcorepackError
 from vmcorepack.formats import flat
+from vmcorepack.kernel import arch
 
 if TYPE_CHECKING:
     from vmcorepack import info as dumpinfo
@@ -255,6 +256,17 @@ def _err(msg: str) -> None:
 
 
 def _open_source(args: argparse.Namespace, path: str) -> sources.Source:
+    """Open an input of any kind and refuse, before anything is written, a machine we cannot walk."""
+    source = _open_any(args, path)
+    try:
+        arch.for_source(source)
+    except VmcorepackError:
+        source.close()
+        raise
+    return source
+
+
+def _open_any(args: argparse.Namespace, path: str) -> sources.Source:
     if args.raw:
         return sources.open_raw(path, args.phys_start, args.page_size, args.vmcoreinfo, _mmap_choice(args))
     try:

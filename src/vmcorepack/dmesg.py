@@ -32,6 +32,7 @@ import re
 from typing import Protocol
 
 from vmcorepack.errors import KernelMemoryError, UnsupportedError, VmcoreinfoError
+from vmcorepack.kernel import arch
 from vmcorepack.kernel.x86_64 import PageTableWalker
 from vmcorepack.sources import Source
 from vmcorepack.vmcoreinfo import VmcoreInfo
@@ -365,6 +366,7 @@ def extract(source: Source, partial: bool = False, walker: KernelReader | None =
             (:class:`CorruptLogError` when part of the log was formatted).
         UnsupportedError: The kernel exports no known log layout.
     """
+    arch.for_source(source)  # the log's structures are read through the kernel's page tables
     vi = source.vmcoreinfo
     if vi is None:
         raise VmcoreinfoError("*", f"{source.path}: --dump-dmesg needs VMCOREINFO (in the vmcore or with -i)")

@@ -55,6 +55,10 @@ class FlatFormatError(FormatError):
     """A makedumpfile flattened stream is malformed or truncated."""
 
 
+class MachineError(FormatError):
+    """An input comes from a machine vmcorepack cannot walk, or says two different machines."""
+
+
 class VmcoreinfoError(VmcorepackError):
     """VMCOREINFO lacks a key the requested operation needs, or is garbage.
 

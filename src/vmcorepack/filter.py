@@ -28,6 +28,7 @@ import numpy as np
 from vmcorepack import bitmap, native
 from vmcorepack.constants import DumpLevel
 from vmcorepack.errors import UnsupportedError, VmcoreinfoError
+from vmcorepack.kernel import arch
 from vmcorepack.kernel.memmap import BATCH, MemMap, MemMapRange, PageArrays, kernel_version
 from vmcorepack.kernel.x86_64 import PageTableWalker, read_utsname
 from vmcorepack.sources import Source
@@ -459,7 +460,11 @@ class PageFilter:
             VmcoreinfoError: Levels above 1 without VMCOREINFO or without the
                 keys the memory model needs.
             UnsupportedError: Free pages without a buddy marker (free-list walk).
+            MachineError: A machine whose kernel we cannot walk.
         """
+        # Every level needs the dumped machine's layout (utsname, the page
+        # pass), and level 0 writes its phys_base: refuse a foreign machine first.
+        arch.for_source(source)
         self.source = source
         self.dump_level = dump_level
         self.counts = ExclusionCounts()

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from vmcorepack import bitmap
+from vmcorepack import bitmap, formats
 from vmcorepack.codecs import decode_page
-from vmcorepack.errors import KdumpFormatError, SourceReadError
+from vmcorepack.errors import KdumpFormatError, MachineError, SourceReadError
 from vmcorepack.formats import elf, kdump
+from vmcorepack.kernel import arch
 from vmcorepack.reader import KdumpReader
 from vmcorepack.sources import NoteInfo, Source
 from vmcorepack.vmcoreinfo import VmcoreInfo
@@ -84,6 +85,15 @@ class KdumpSource(Source):
         if h.split:
             self.reader.close()
             raise KdumpFormatError(path, h.block_size + 12, "a split part: --reassemble the set first")
+        header_dt = kdump.X86_64.disk_dump_header
+        machine_offset = formats.field_offset(header_dt, "utsname") + formats.field_offset(
+            header_dt["utsname"], "machine"
+        )
+        try:
+            e_machine = arch.e_machine_of_uname(h.utsname.get("machine", ""), path, machine_offset)
+        except MachineError:
+            self.reader.close()
+            raise
         ps = h.block_size
         runs = bitmap_runs(self.reader.bitmap1, h.max_mapnr)
         segs = np.zeros(len(runs), elf.SEGMENT_DTYPE)
@@ -98,6 +108,8 @@ class KdumpSource(Source):
         self.max_mapnr = h.max_mapnr
         self.recorded_level = h.dump_level
         self._phys_base_hdr = h.phys_base
+        self.e_machine = e_machine
+        self.machine_offset = machine_offset
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers are forked: the open reader is inherited, not pickled."""

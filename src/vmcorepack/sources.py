@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vmcorepack import native
+from vmcorepack import formats, native
 from vmcorepack.constants import START_KERNEL_MAP
 from vmcorepack.errors import ElfFormatError, FormatError, SourceReadError, VmcoreinfoError
 from vmcorepack.formats import elf
@@ -96,6 +96,9 @@ class Source:
         vmcoreinfo: Parsed VMCOREINFO, or None.
         page_size: Page size of the dumped kernel.
         use_mmap: Read through mmap windows (else pread); None picks per file.
+        e_machine: The dumped machine's ELF machine number, as the input
+            records it, or None where it records none (a raw image).
+        machine_offset: File offset of that record, for messages.
     """
 
     def __init__(
@@ -139,6 +142,8 @@ class Source:
         #: Dump level recorded in the input: 0 except for kdump inputs
         #: (refilter.KdumpSource), whose excluded pages stay excluded.
         self.recorded_level = 0
+        self.e_machine: int | None = None
+        self.machine_offset: int | None = None
         max_paddr = int(segments["phys_end"].max()) if len(segments) else 0
         self.max_mapnr = -(-max_paddr // page_size)
 
@@ -829,7 +834,10 @@ def open_elf(path: str, vmcoreinfo_file: str | None = None, use_mmap: bool | Non
                 f"PT_LOAD ends at physical {end:#x}: its bitmaps need {need >> 20} MiB, "
                 f"more than the {limit >> 20} MiB allowed (half of the memory available)",
             )
-    return Source(path, segs, notes, vi, page_size, size, use_mmap)
+    source = Source(path, segs, notes, vi, page_size, size, use_mmap)
+    source.e_machine = core.e_machine
+    source.machine_offset = formats.field_offset(core.layout.ehdr, "e_machine")
+    return source
 
 
 def _memory_limit() -> int:

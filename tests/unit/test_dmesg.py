@@ -29,7 +29,7 @@ class FakeMem:
 
 
 def source(lines: str) -> SimpleNamespace:
-    return SimpleNamespace(path="<synthetic>", vmcoreinfo=VmcoreInfo.parse(lines.encode()))
+    return SimpleNamespace(path="<synthetic>", vmcoreinfo=VmcoreInfo.parse(lines.encode()), e_machine=None)
 
 
 # ----------------------------------------------------------------------------

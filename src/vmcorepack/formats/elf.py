@@ -21,7 +21,34 @@ ELFCLASS64 = 2
 ELFDATA2LSB = 1
 ELFDATA2MSB = 2
 ET_CORE = 4
+# e_machine values of the machines Linux kdump runs on (the ELF gABI registry).
+EM_386 = 3
+EM_MIPS = 8
+EM_PPC = 20
+EM_PPC64 = 21
+EM_S390 = 22
+EM_ARM = 40
+EM_SPARCV9 = 43
+EM_IA_64 = 50
 EM_X86_64 = 62
+EM_AARCH64 = 183
+EM_RISCV = 243
+EM_LOONGARCH = 258
+#: The gABI's names of those machines, for messages.
+MACHINE_NAMES = {
+    EM_386: "i386",
+    EM_MIPS: "MIPS",
+    EM_PPC: "PowerPC",
+    EM_PPC64: "PPC64",
+    EM_S390: "S390",
+    EM_ARM: "ARM",
+    EM_SPARCV9: "SPARC V9",
+    EM_IA_64: "IA-64",
+    EM_X86_64: "x86-64",
+    EM_AARCH64: "AArch64",
+    EM_RISCV: "RISC-V",
+    EM_LOONGARCH: "LoongArch",
+}
 PT_LOAD = 1
 PT_NOTE = 4
 #: e_phnum value meaning "the real count is in section header 0's sh_info".
@@ -260,6 +287,18 @@ def parse_core(read: Callable[[int, int], bytes], path: str, file_size: int) -> 
         if note_size > MAX_NOTE_SIZE or note_offset + note_size > file_size:
             raise ElfFormatError(path, note_offset, f"PT_NOTE of {note_size} bytes runs past end of file")
     return ElfCore(layout, ehdr, segs, note_offset, note_size, int(ehdr["e_machine"]))
+
+
+def machine_name(e_machine: int) -> str:
+    """Return the gABI name of an ``e_machine`` value, for messages.
+
+    Args:
+        e_machine: The ELF header's machine number.
+
+    Returns:
+        For example ``AArch64``, or ``ELF machine 999`` for one not listed.
+    """
+    return MACHINE_NAMES.get(e_machine, f"ELF machine {e_machine}")
 
 
 class Note(NamedTuple):
