@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vmcorepack import sources
-from vmcorepack.constants import START_KERNEL_MAP
+from vmcorepack.kernel.arch.x86_64 import START_KERNEL_MAP
 
 PS = 4096
 PRESENT_RW = 0x3

@@ -46,8 +46,5 @@ FLAT_HEADER_SIZE = 4096
 FLAT_TYPE = 1
 FLAT_VERSION = 1
 
-#: x86_64 start of the kernel text mapping (``__START_KERNEL_map``).
-START_KERNEL_MAP = 0xFFFFFFFF80000000
-
 #: Default write-cache order of makedumpfile's ``-b`` (page_size << 4 = 64 KiB).
 DEFAULT_BLOCK_ORDER = 4

@@ -33,7 +33,6 @@ from typing import Protocol
 
 from vmcorepack.errors import KernelMemoryError, UnsupportedError, VmcoreinfoError
 from vmcorepack.kernel import arch
-from vmcorepack.kernel.x86_64 import PageTableWalker
 from vmcorepack.sources import Source
 from vmcorepack.vmcoreinfo import VmcoreInfo
 
@@ -354,7 +353,7 @@ def extract(source: Source, partial: bool = False, walker: KernelReader | None =
         source: The dump (needs VMCOREINFO).
         partial: Only the records since the last ``dmesg --clear``
             (``--partial-dmesg``: ``clear_seq`` or ``clear_idx``).
-        walker: Reader of kernel memory to use (a :class:`PageTableWalker`
+        walker: Reader of kernel memory to use (the architecture's :class:`~vmcorepack.kernel.walk.Walker`
             of ``source`` if None).
 
     Returns:
@@ -366,11 +365,11 @@ def extract(source: Source, partial: bool = False, walker: KernelReader | None =
             (:class:`CorruptLogError` when part of the log was formatted).
         UnsupportedError: The kernel exports no known log layout.
     """
-    arch.for_source(source)  # the log's structures are read through the kernel's page tables
+    machine = arch.for_source(source)  # the log's structures are read through the kernel's page tables
     vi = source.vmcoreinfo
     if vi is None:
         raise VmcoreinfoError("*", f"{source.path}: --dump-dmesg needs VMCOREINFO (in the vmcore or with -i)")
-    mem = _Mem(walker or PageTableWalker(source), vi)
+    mem = _Mem(walker or machine.walker(source), vi)
     if vi.symbol("prb") is not None:
         return _lockless(mem, partial)
     if vi.symbol("log_buf") is None or vi.symbol("log_buf_len") is None:

@@ -30,7 +30,7 @@ from vmcorepack.constants import DumpLevel
 from vmcorepack.errors import UnsupportedError, VmcoreinfoError
 from vmcorepack.kernel import arch
 from vmcorepack.kernel.memmap import BATCH, MemMap, MemMapRange, PageArrays, kernel_version
-from vmcorepack.kernel.x86_64 import PageTableWalker, read_utsname
+from vmcorepack.kernel.walk import Walker, read_utsname
 from vmcorepack.sources import Source
 from vmcorepack.vmcoreinfo import VmcoreInfo
 
@@ -464,13 +464,13 @@ class PageFilter:
         """
         # Every level needs the dumped machine's layout (utsname, the page
         # pass), and level 0 writes its phys_base: refuse a foreign machine first.
-        arch.for_source(source)
+        self.machine = arch.for_source(source)
         self.source = source
         self.dump_level = dump_level
         self.counts = ExclusionCounts()
         self._nodata = bitmap.nodata_ranges(source.segments, source.page_size)
         self._loads = bitmap.load_ranges(source.segments, source.page_size, source.max_mapnr)
-        self._walker: PageTableWalker | None = None
+        self._walker: Walker | None = None
         self._memmap: MemMap | None = None
         self._carry: tuple[int, int, Kind] | None = None
         self._next_start = 0
@@ -504,10 +504,10 @@ class PageFilter:
                 self.runs_pass = False
 
     @property
-    def walker(self) -> PageTableWalker:
+    def walker(self) -> Walker:
         """The page-table walker (made on first use; needs VMCOREINFO)."""
         if self._walker is None:
-            self._walker = PageTableWalker(self.source)
+            self._walker = self.machine.walker(self.source)
         return self._walker
 
     def utsname(self) -> dict[str, bytes] | None:
@@ -523,7 +523,7 @@ class PageFilter:
         vi = self.source.vmcoreinfo
         if vi is None or vi.symbol("init_uts_ns") is None:
             return None
-        if vi.symbol("init_top_pgt") is None and vi.symbol("init_level4_pgt") is None:
+        if not self.machine.has_page_tables(vi):
             return None
         return read_utsname(self.walker)
 

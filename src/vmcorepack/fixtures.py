@@ -43,9 +43,10 @@ from pathlib import Path
 import numpy as np
 
 from vmcorepack import pipeline, sources
-from vmcorepack.constants import START_KERNEL_MAP, DumpLevel
+from vmcorepack.constants import DumpLevel
 from vmcorepack.errors import UsageError
 from vmcorepack.formats import elf
+from vmcorepack.kernel.arch.x86_64 import START_KERNEL_MAP
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT

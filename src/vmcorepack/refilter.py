@@ -107,18 +107,13 @@ class KdumpSource(Source):
         super().__init__(path, segs, notes, vi, ps, self.reader.file.size, use_mmap=False)
         self.max_mapnr = h.max_mapnr
         self.recorded_level = h.dump_level
-        self._phys_base_hdr = h.phys_base
+        self.recorded_phys_base = h.phys_base
         self.e_machine = e_machine
         self.machine_offset = machine_offset
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers are forked: the open reader is inherited, not pickled."""
         raise TypeError("KdumpSource is shared with workers by fork, not pickled")
-
-    @property
-    def phys_base(self) -> int:
-        """``phys_base`` recorded in the input's sub header."""
-        return self._phys_base_hdr
 
     def close(self) -> None:
         """Close the input."""

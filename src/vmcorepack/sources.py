@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from vmcorepack import formats, native
-from vmcorepack.constants import START_KERNEL_MAP
 from vmcorepack.errors import ElfFormatError, FormatError, SourceReadError, VmcoreinfoError
 from vmcorepack.formats import elf
 from vmcorepack.vmcoreinfo import VmcoreInfo
@@ -99,6 +98,9 @@ class Source:
         e_machine: The dumped machine's ELF machine number, as the input
             records it, or None where it records none (a raw image).
         machine_offset: File offset of that record, for messages.
+        recorded_phys_base: The kernel's relocation where the input records
+            it (a kdump file's sub header), else None: the architecture
+            works it out (kernel/arch).
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class Source:
         self.recorded_level = 0
         self.e_machine: int | None = None
         self.machine_offset: int | None = None
+        self.recorded_phys_base: int | None = None
         max_paddr = int(segments["phys_end"].max()) if len(segments) else 0
         self.max_mapnr = -(-max_paddr // page_size)
 
@@ -181,16 +184,6 @@ class Source:
     def nr_cpus(self) -> int:
         """Number of NT_PRSTATUS notes."""
         return self.notes.nr_cpus
-
-    @property
-    def phys_base(self) -> int:
-        """x86_64 relocation of the kernel (docs/kdump-format.md §9.3)."""
-        if self.vmcoreinfo is not None and self.vmcoreinfo.phys_base is not None:
-            return self.vmcoreinfo.phys_base & ((1 << 64) - 1)
-        for seg in self.segments:
-            if int(seg["virt_start"]) >= START_KERNEL_MAP:
-                return (int(seg["phys_start"]) - (int(seg["virt_start"]) - START_KERNEL_MAP)) & ((1 << 64) - 1)
-        return 0
 
     # -- raw file access ------------------------------------------------------
     def read_file(self, offset: int, size: int) -> bytes:

@@ -25,6 +25,7 @@ from vmcorepack.constants import DumpStatus
 from vmcorepack.errors import DiskFullError, OutputError
 from vmcorepack.formats import flat, kdump
 from vmcorepack.formats.elf import encode_note
+from vmcorepack.kernel import arch
 from vmcorepack.sources import NoteInfo, Source
 from vmcorepack.vmcoreinfo import VmcoreInfo
 
@@ -342,7 +343,7 @@ def make_plan(
     h["max_mapnr"] = min(geo.max_mapnr, 0xFFFFFFFF)
     h["nr_cpus"] = notes.nr_cpus
     sub = kdump.new_sub_header(layout)
-    sub["phys_base"] = source.phys_base
+    sub["phys_base"] = arch.for_source(source).phys_base(source)
     sub["dump_level"] = dump_level
     sub["max_mapnr_64"] = geo.max_mapnr
     if notes.blob:

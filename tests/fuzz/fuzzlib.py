@@ -36,6 +36,7 @@ from vmcorepack import cli, fixtures, reader, sources
 from vmcorepack.constants import DumpStatus
 from vmcorepack.errors import VmcorepackError
 from vmcorepack.formats import elf, flat, kdump
+from vmcorepack.kernel.arch import x86_64
 from vmcorepack.vmcoreinfo import VmcoreInfo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -528,7 +529,7 @@ def _write(work: Path, name: str, data: bytes) -> str:
 
 
 def _exercise_source(src: sources.Source) -> None:
-    _ = src.phys_base, src.nr_cpus, src.max_mapnr
+    _ = x86_64.phys_base(src), src.nr_cpus, src.max_mapnr
     vi = src.notes.vmcoreinfo_bytes
     if vi is not None and src.vmcoreinfo is not None:
         _ = src.vmcoreinfo.page_size, src.vmcoreinfo.osrelease

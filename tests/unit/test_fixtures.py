@@ -12,6 +12,7 @@ from vmcorepack import fixtures as F
 from vmcorepack import mkfixture
 from vmcorepack.errors import UsageError
 from vmcorepack.fixtures import FixtureSpec, PageKind
+from vmcorepack.kernel.arch import x86_64
 from vmcorepack.reader import KdumpReader
 from vmcorepack.sources import Source
 
@@ -38,7 +39,7 @@ def _u64(src: Source, pa: int) -> int:
 def _vtop(src: Source, va: int) -> int:
     vi = src.vmcoreinfo
     assert vi is not None
-    top = vi.require("SYMBOL", "init_top_pgt") - 0xFFFFFFFF80000000 + src.phys_base
+    top = vi.require("SYMBOL", "init_top_pgt") - 0xFFFFFFFF80000000 + x86_64.phys_base(src)
     shifts = (48, 39, 30, 21, 12) if vi.number("pgtable_l5_enabled") else (39, 30, 21, 12)
     table = top
     for shift in shifts:
@@ -132,7 +133,7 @@ def test_elf_layout(small: F.GeneratedImage) -> None:
         for s in segs[1:]:
             assert int(s["virt_start"]) - int(s["phys_start"]) == lay.page_offset
         assert int(segs[1]["phys_start"]) == 0x1000 and int(segs[1]["phys_end"]) == 0x9FC00
-        assert src.phys_base == lay.phys_base
+        assert x86_64.phys_base(src) == lay.phys_base
         # Both copies of the kernel image hold the same bytes.
         text = src.read_file(int(segs[0]["file_offset"]), lay.kernel_pages * 4096)
         ram = next(s for s in segs[1:] if int(s["phys_start"]) <= lay.kernel_phys < int(s["phys_end"]))

@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from vmcorepack.errors import KernelMemoryError, SourceReadError, UnsupportedError, VmcoreinfoError
-from vmcorepack.kernel.x86_64 import PageTableWalker
+from vmcorepack.kernel import arch
+from vmcorepack.kernel.walk import Walker
 from vmcorepack.sources import Source
 from vmcorepack.vmcoreinfo import VmcoreInfo
 
@@ -30,15 +31,6 @@ BATCH = 512
 SECTION_MARKED_PRESENT = 0x1
 #: makedumpfile masks the low flag bits of ``section_mem_map`` (``SECTION_MAP_MASK``).
 SECTION_MAP_MASK = ~0x1F & ((1 << 64) - 1)
-#: x86_64 defaults when VMCOREINFO lacks them (makedumpfile ``_SECTION_SIZE_BITS``,
-#: ``_MAX_PHYSMEM_BITS`` for 4- and 5-level paging).
-DEFAULT_SECTION_SIZE_BITS = 27
-DEFAULT_MAX_PHYSMEM_BITS = (46, 52)
-#: Lowest kernel virtual address on x86_64 (start of the kernel half) with
-#: 4-level paging (47-bit canonical addresses) and with 5-level paging (56-bit:
-#: the direct map then starts at 0xff11000000000000, Documentation/arch/x86/x86_64/mm.rst).
-KERNEL_SPACE_START = 0xFFFF_8000_0000_0000
-KERNEL_SPACE_START_L5 = 0xFF00_0000_0000_0000
 
 
 def kernel_version(vi: VmcoreInfo) -> tuple[int, int, int]:
@@ -236,7 +228,7 @@ class MemMap:
         model: ``"SPARSEMEM_EX"``, ``"SPARSEMEM"`` or ``"FLATMEM"``.
     """
 
-    def __init__(self, source: Source, walker: PageTableWalker | None = None) -> None:
+    def __init__(self, source: Source, walker: Walker | None = None) -> None:
         """Locate the mem_map of every pfn.
 
         Args:
@@ -251,7 +243,7 @@ class MemMap:
         if vi is None:
             raise VmcoreinfoError("*", f"{source.path}: finding struct page needs VMCOREINFO")
         self.source = source
-        self.walker = walker or PageTableWalker(source)
+        self.walker = walker or arch.for_source(source).walker(source)
         self.layout = PageLayout.from_vmcoreinfo(vi)
         if (
             vi.symbol("mem_section") is not None
@@ -277,9 +269,8 @@ class MemMap:
     def _sparsemem(self, vi: VmcoreInfo) -> tuple[list[MemMapRange], str]:
         ps = self.source.page_size
         page_shift = ps.bit_length() - 1
-        five = bool(vi.number("pgtable_l5_enabled") or 0)
-        section_bits = vi.number("SECTION_SIZE_BITS") or DEFAULT_SECTION_SIZE_BITS
-        physmem_bits = vi.number("MAX_PHYSMEM_BITS") or DEFAULT_MAX_PHYSMEM_BITS[five]
+        section_bits = vi.number("SECTION_SIZE_BITS") or self.walker.section_size_bits
+        physmem_bits = vi.number("MAX_PHYSMEM_BITS") or self.walker.max_physmem_bits
         sec_size = vi.require("SIZE", "mem_section")
         map_off = vi.require("OFFSET", "mem_section.section_mem_map")
         sym = vi.require("SYMBOL", "mem_section")
@@ -333,7 +324,7 @@ class MemMap:
     ) -> list[MemMapRange]:
         max_mapnr = self.source.max_mapnr
         page_size = self.layout.size
-        kernel_start = KERNEL_SPACE_START_L5 if self.walker.five_level else KERNEL_SPACE_START
+        kernel_start = self.walker.kernel_space_start
         if extreme:
             nr_roots = -(-num_section // per_root)
             roots = np.frombuffer(self.walker.read(base, 8 * nr_roots), "<u8").tolist()

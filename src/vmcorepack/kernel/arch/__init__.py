@@ -19,12 +19,30 @@ and without one it is taken as x86-64, as it always was.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from vmcorepack.errors import MachineError
 from vmcorepack.formats import elf
+from vmcorepack.kernel.arch import x86_64
+from vmcorepack.kernel.walk import Walker
 from vmcorepack.sources import Source
 from vmcorepack.vmcoreinfo import VmcoreInfo
+
+
+class Machine(Protocol):
+    """What an architecture module provides (kernel/arch/x86_64.py is the model)."""
+
+    def walker(self, source: Source) -> Walker:
+        """Make the page-table walk of ``source`` (VmcoreinfoError without what it starts from)."""
+        ...
+
+    def phys_base(self, source: Source) -> int:
+        """Return the kernel's relocation, for the sub header's ``phys_base``."""
+        ...
+
+    def has_page_tables(self, vi: VmcoreInfo) -> bool:
+        """Tell whether VMCOREINFO names what the walk starts from."""
+        ...
 
 
 class Arch(NamedTuple):
@@ -34,13 +52,14 @@ class Arch(NamedTuple):
         e_machine: Its ELF machine number.
         unames: ``utsname.machine`` values its kernels report.
         markers: VMCOREINFO keys that only its kernels write.
-        walkable: Whether vmcorepack can read its kernels' structures.
+        machine: Its module's entry points, or None where vmcorepack
+            cannot walk its kernels yet.
     """
 
     e_machine: int
     unames: tuple[str, ...]
     markers: tuple[str, ...]
-    walkable: bool
+    machine: Machine | None = None
 
     @property
     def label(self) -> str:
@@ -55,21 +74,20 @@ ARCHES = (
         elf.EM_X86_64,
         ("x86_64",),
         ("SYMBOL(init_top_pgt)", "SYMBOL(init_level4_pgt)", "NUMBER(pgtable_l5_enabled)"),
-        walkable=True,
+        x86_64.MACHINE,
     ),
     # arch/arm64: kimage_voffset since 4.6, TCR_EL1_T1SZ (first spelled tcr_el1_t1sz) since 5.9.
     Arch(
         elf.EM_AARCH64,
         ("aarch64", "arm64"),
         ("NUMBER(kimage_voffset)", "NUMBER(TCR_EL1_T1SZ)", "NUMBER(tcr_el1_t1sz)"),
-        walkable=False,
     ),
     # arch/powerpc (CONFIG_PPC64 with SPARSEMEM_VMEMMAP).
-    Arch(elf.EM_PPC64, ("ppc64", "ppc64le"), ("SYMBOL(mmu_psize_defs)", "SYMBOL(vmemmap_list)"), walkable=False),
+    Arch(elf.EM_PPC64, ("ppc64", "ppc64le"), ("SYMBOL(mmu_psize_defs)", "SYMBOL(vmemmap_list)")),
     # arch/s390.
-    Arch(elf.EM_S390, ("s390x", "s390"), ("SYMBOL(lowcore_ptr)",), walkable=False),
+    Arch(elf.EM_S390, ("s390x", "s390"), ("SYMBOL(lowcore_ptr)",)),
     # arch/riscv: phys_ram_base since 5.18.
-    Arch(elf.EM_RISCV, ("riscv64",), ("NUMBER(phys_ram_base)", "NUMBER(KERNEL_LINK_ADDR)"), walkable=False),
+    Arch(elf.EM_RISCV, ("riscv64",), ("NUMBER(phys_ram_base)", "NUMBER(KERNEL_LINK_ADDR)")),
 )
 _BY_MACHINE = {a.e_machine: a for a in ARCHES}
 
@@ -114,14 +132,14 @@ def vmcoreinfo_arch(vi: VmcoreInfo | None) -> Arch | None:
     return found[0] if len(found) == 1 else None
 
 
-def for_source(source: Source) -> Arch:
-    """Return the architecture of ``source``'s kernel, refusing what we cannot walk.
+def for_source(source: Source) -> Machine:
+    """Return the architecture module of ``source``'s kernel, refusing what we cannot walk.
 
     Args:
         source: The opened input.
 
     Returns:
-        Its architecture (one that is walkable).
+        Its architecture's entry points.
 
     Raises:
         MachineError: The machine is not one vmcorepack can walk, or the
@@ -132,13 +150,14 @@ def for_source(source: Source) -> Arch:
     if recorded is not None:
         arch = _BY_MACHINE.get(recorded)
         where = source.machine_offset
-        if arch is None or not arch.walkable:
+        if arch is None or arch.machine is None:
             raise MachineError(source.path, where, f"{elf.machine_name(recorded)} vmcores are not supported yet")
         if told is not None and told is not arch:
             raise MachineError(
                 source.path, where, f"the header says {arch.label} but VMCOREINFO comes from an {told.label} kernel"
             )
-        return arch
-    if told is not None and not told.walkable:
-        raise MachineError(source.path, None, f"VMCOREINFO comes from an {told.label} kernel: not supported yet")
-    return told or _BY_MACHINE[elf.EM_X86_64]
+        return arch.machine
+    arch = told or _BY_MACHINE[elf.EM_X86_64]
+    if arch.machine is None:
+        raise MachineError(source.path, None, f"VMCOREINFO comes from an {arch.label} kernel: not supported yet")
+    return arch.machine

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from kimage import PAGE_OFFSET, PS, KImage
-from vmcorepack.constants import START_KERNEL_MAP
 from vmcorepack.errors import KernelMemoryError, VmcoreinfoError
-from vmcorepack.kernel.x86_64 import PageTableWalker, PhysRun, read_utsname
+from vmcorepack.kernel.arch.x86_64 import START_KERNEL_MAP, PageTableWalker
+from vmcorepack.kernel.walk import PhysRun, read_utsname
 
 VMEMMAP = 0xFFFF_EA00_0000_0000
 

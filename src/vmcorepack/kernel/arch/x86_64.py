@@ -10,13 +10,24 @@ vectorised pass per PTE table.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
-from vmcorepack.constants import START_KERNEL_MAP
 from vmcorepack.errors import KernelMemoryError, SourceReadError, VmcoreinfoError
+from vmcorepack.kernel.walk import PhysRun
 from vmcorepack.sources import Source
+from vmcorepack.vmcoreinfo import VmcoreInfo
+
+#: Start of the kernel text mapping (``__START_KERNEL_map``).
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+#: Lowest kernel virtual address (start of the kernel half) with 4-level
+#: paging, and with 5-level paging, where the direct map starts at
+#: 0xff11000000000000 (Documentation/arch/x86/x86_64/mm.rst).
+KERNEL_SPACE_START = 0xFFFF_8000_0000_0000
+KERNEL_SPACE_START_L5 = 0xFF00_0000_0000_0000
+#: makedumpfile's ``_SECTION_SIZE_BITS`` and ``_MAX_PHYSMEM_BITS`` (4- and
+#: 5-level paging) for kernels whose VMCOREINFO lacks them.
+SECTION_SIZE_BITS = 27
+MAX_PHYSMEM_BITS = (46, 52)
 
 #: Physical address bits 12..51 of a page-table entry (``PHYSICAL_PAGE_MASK``).
 ENTRY_ADDR_MASK = 0x000F_FFFF_FFFF_F000
@@ -30,20 +41,6 @@ _PAGE_1G = 1 << 30
 _CACHE_LIMIT = 8192
 
 
-class PhysRun(NamedTuple):
-    """A virtually and physically contiguous piece of a translated range.
-
-    Attributes:
-        vaddr: Virtual start.
-        paddr: Physical start.
-        size: Length in bytes.
-    """
-
-    vaddr: int
-    paddr: int
-    size: int
-
-
 class PageTableWalker:
     """Translates x86_64 kernel virtual addresses of a dump.
 
@@ -52,6 +49,9 @@ class PageTableWalker:
         top_phys: Physical address of the top-level table (PGD or PML5).
         five_level: Whether the kernel used 5-level paging.
         entry_mask: Address bits of an entry, without the SME encryption bit.
+        kernel_space_start: Lowest kernel virtual address.
+        section_size_bits: ``SECTION_SIZE_BITS`` when VMCOREINFO lacks it.
+        max_physmem_bits: ``MAX_PHYSMEM_BITS`` when VMCOREINFO lacks it.
     """
 
     def __init__(self, source: Source) -> None:
@@ -75,8 +75,11 @@ class PageTableWalker:
             raise VmcoreinfoError("SYMBOL(init_top_pgt)")
         self.source = source
         # The top table lives in the kernel image: __pa_symbol() arithmetic.
-        self.top_phys = (top - START_KERNEL_MAP + source.phys_base) & ((1 << 64) - 1)
+        self.top_phys = (top - START_KERNEL_MAP + phys_base(source)) & ((1 << 64) - 1)
         self.five_level = bool(vi.number("pgtable_l5_enabled") or 0)
+        self.kernel_space_start = KERNEL_SPACE_START_L5 if self.five_level else KERNEL_SPACE_START
+        self.section_size_bits = SECTION_SIZE_BITS
+        self.max_physmem_bits = MAX_PHYSMEM_BITS[self.five_level]
         sme = vi.number("sme_mask") or 0
         self.entry_mask = ENTRY_ADDR_MASK & ~(sme & ((1 << 64) - 1))
         self._tables: dict[int, np.ndarray] = {}
@@ -239,35 +242,52 @@ def _append(out: list[PhysRun], va: int, pa: int, n: int) -> None:
         out.append(PhysRun(va, pa, n))
 
 
-#: Field names of ``struct new_utsname`` in header order.
-UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
-#: ``__NEW_UTS_LEN + 1``.
-UTS_FIELD_LEN = 65
-
-
-def read_utsname(walker: PageTableWalker) -> dict[str, bytes]:
-    """Read ``init_uts_ns.name`` (the crashed kernel's ``uname``).
-
-    makedumpfile reads ``SYMBOL(init_uts_ns) + OFFSET(uts_namespace.name)``,
-    or ``+ sizeof(int)`` when the offset is not exported (the ``kref`` that
-    preceded ``name`` in old kernels), and copies the 390 bytes into the
-    header (docs/kdump-format.md §2.1).
+def has_page_tables(vi: VmcoreInfo) -> bool:
+    """Tell whether VMCOREINFO names the kernel's top page table.
 
     Args:
-        walker: Translator of the dump.
+        vi: The dump's VMCOREINFO.
 
     Returns:
-        The six fields, trailing NULs removed.
-
-    Raises:
-        VmcoreinfoError: ``SYMBOL(init_uts_ns)`` missing.
-        KernelMemoryError: It cannot be read.
+        True when ``SYMBOL(init_top_pgt)`` (or, before 4.13, ``init_level4_pgt``) is there.
     """
-    vi = walker.source.vmcoreinfo
-    assert vi is not None  # the walker requires it
-    base = vi.symbol("init_uts_ns")
-    if base is None:
-        raise VmcoreinfoError("SYMBOL(init_uts_ns)")
-    off = vi.offset("uts_namespace.name")
-    raw = walker.read(base + (4 if off is None else off), UTS_FIELD_LEN * len(UTS_FIELDS))
-    return {name: raw[i * UTS_FIELD_LEN : (i + 1) * UTS_FIELD_LEN].rstrip(b"\0") for i, name in enumerate(UTS_FIELDS)}
+    return vi.symbol("init_top_pgt") is not None or vi.symbol("init_level4_pgt") is not None
+
+
+def phys_base(source: Source) -> int:
+    """Return the kernel's relocation: where ``__START_KERNEL_map`` landed (docs/kdump-format.md §9.3).
+
+    A kdump input records it in its sub header; otherwise VMCOREINFO's
+    ``NUMBER(phys_base)``, else the PT_LOAD that maps the kernel text, as
+    makedumpfile's ``get_phys_base_x86_64`` finds it.
+
+    Args:
+        source: The dump.
+
+    Returns:
+        phys_base, as an unsigned 64-bit value.
+    """
+    if source.recorded_phys_base is not None:
+        return source.recorded_phys_base
+    if source.vmcoreinfo is not None and source.vmcoreinfo.phys_base is not None:
+        return source.vmcoreinfo.phys_base & ((1 << 64) - 1)
+    for seg in source.segments:
+        if int(seg["virt_start"]) >= START_KERNEL_MAP:
+            return (int(seg["phys_start"]) - (int(seg["virt_start"]) - START_KERNEL_MAP)) & ((1 << 64) - 1)
+    return 0
+
+
+class _X86_64:
+    """x86-64's entry points for the seam (kernel.arch.Machine)."""
+
+    def walker(self, source: Source) -> PageTableWalker:
+        return PageTableWalker(source)
+
+    def phys_base(self, source: Source) -> int:
+        return phys_base(source)
+
+    def has_page_tables(self, vi: VmcoreInfo) -> bool:
+        return has_page_tables(vi)
+
+
+MACHINE = _X86_64()
