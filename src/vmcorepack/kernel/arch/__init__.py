@@ -30,7 +30,7 @@ from vmcorepack.vmcoreinfo import VmcoreInfo
 
 
 class Machine(Protocol):
-    """What an architecture module provides (kernel/arch/x86_64.py is the model)."""
+    """What an architecture module provides (kernel/arch/x86_64.py is the model): the module is the object."""
 
     def walker(self, source: Source) -> Walker:
         """Make the page-table walk of ``source`` (VmcoreinfoError without what it starts from)."""
@@ -74,7 +74,7 @@ ARCHES = (
         elf.EM_X86_64,
         ("x86_64",),
         ("SYMBOL(init_top_pgt)", "SYMBOL(init_level4_pgt)", "NUMBER(pgtable_l5_enabled)"),
-        x86_64.MACHINE,
+        x86_64,
     ),
     # arch/arm64: kimage_voffset since 4.6, TCR_EL1_T1SZ (first spelled tcr_el1_t1sz) since 5.9.
     Arch(
