@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from vmcorepack import bitmap
-from vmcorepack.codecs import decode_page
-from vmcorepack.errors import KdumpFormatError, SourceReadError
+from vmcorepack.codecs import codec_for_flags, decode_page
+from vmcorepack.errors import KdumpFormatError, SourceReadError, UnsupportedError
 from vmcorepack.formats import elf, kdump
 from vmcorepack.reader import KdumpReader
 from vmcorepack.sources import NoteInfo, Source
@@ -84,6 +84,11 @@ class KdumpSource(Source):
         if h.split:
             self.reader.close()
             raise KdumpFormatError(path, h.block_size + 12, "a split part: --reassemble the set first")
+        try:
+            codec_for_flags(h.status)  # a codec that is not installed fails here, before any output
+        except UnsupportedError:
+            self.reader.close()
+            raise
         ps = h.block_size
         runs = bitmap_runs(self.reader.bitmap1, h.max_mapnr)
         segs = np.zeros(len(runs), elf.SEGMENT_DTYPE)
