@@ -273,4 +273,147 @@ static size_t lz_compress(struct lz_state *st, const uint8_t *src, size_t n, uin
     return (size_t)(op - out);
 }
 
+/*
+ * The decoder: LZO1X as liblzo2's lzo1x_decompress_safe() reads it (every
+ * LZO1X compressor's output, not only LZO1X-1's), for pages read back from
+ * dumps, which are untrusted input.  Every read of the input and every write
+ * of the output is checked first, and a match may only reach back into what
+ * has been written; anything else is an error, never a read or write out of
+ * bounds.  The instructions (state = literals the previous instruction
+ * copied after itself; 4 = a literal run):
+ *  - First byte 18..255: t = byte - 17 literals, state min(t, 4).
+ *  - 0..15, state 0: a literal run of 3 + (t ?: 15 + extension) bytes.
+ *  - 0..15, state 1..3: a 2-byte match at 1 + (t >> 2) + (next << 2).
+ *  - 0..15, state 4: a 3-byte match at 2049 + (t >> 2) + (next << 2).
+ *  - 64..255: a match of (t >> 5) + 1 bytes at 1 + (t >> 2 & 7) + (next << 3).
+ *  - 32..63: a match of 2 + (t & 31 ?: 31 + extension) bytes at 1 + (le16 >> 2).
+ *  - 16..31: a match of 2 + (t & 7 ?: 7 + extension) bytes at
+ *    16384 + ((t & 8) << 11) + (le16 >> 2); distance 16384 ends the stream.
+ *  Matches carry S = the low 2 bits of t (64..255, 0..15) or of le16: S
+ *  literals follow, and S is the next state.  An extension is 255 per zero
+ *  byte, then the first non-zero byte.  liblzo2 accepts any length on the end
+ *  marker and ignores its S; so does this.
+ * tests/unit/test_native.py checks it against liblzo2's output and feeds it
+ * truncated and corrupted streams.
+ */
+
+/* Base plus an extension (255 per zero byte, then a non-zero byte); -1 when
+ * the input ends first or the sum passes `limit` (what the output can take). */
+static inline int lz_ext(const uint8_t **ipp, const uint8_t *ip_end, size_t base, size_t limit, size_t *len)
+{
+    const uint8_t *ip = *ipp;
+    size_t n = base;
+
+    for (;;) {
+        if (ip == ip_end || n > limit)
+            return -1;
+        if (*ip != 0)
+            break;
+        n += 255;
+        ip++;
+    }
+    n += *ip++;
+    *ipp = ip;
+    *len = n;
+    return 0;
+}
+
+/*
+ * Decode `in_len` bytes of LZO1X into `out`, at most `out_cap` bytes.
+ * Returns the decoded length, or -1 when the stream is malformed, truncated,
+ * has bytes after its end marker, or would overrun `out`.
+ */
+static ptrdiff_t lz_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap)
+{
+    const uint8_t *ip = in;
+    const uint8_t *const ip_end = in + in_len;
+    uint8_t *op = out;
+    uint8_t *const op_end = out + out_cap;
+    size_t state = 0, t, len, dist, next;
+
+#define LZ_NEED_IN(n) \
+    if ((size_t)(ip_end - ip) < (size_t)(n)) \
+        return -1
+#define LZ_NEED_OUT(n) \
+    if ((size_t)(op_end - op) < (size_t)(n)) \
+        return -1
+
+    LZ_NEED_IN(1);
+    if (*ip > 17) {
+        t = (size_t)(*ip++ - 17);
+        LZ_NEED_IN(t);
+        LZ_NEED_OUT(t);
+        memcpy(op, ip, t);
+        op += t;
+        ip += t;
+        state = t < 4 ? t : 4;
+    }
+    for (;;) {
+        LZ_NEED_IN(1);
+        t = *ip++;
+        if (t < 16) {
+            if (state == 0) {
+                if (t != 0)
+                    len = t + 3;
+                else if (lz_ext(&ip, ip_end, 18, (size_t)(op_end - op), &len) < 0)
+                    return -1;
+                LZ_NEED_IN(len);
+                LZ_NEED_OUT(len);
+                memcpy(op, ip, len);
+                op += len;
+                ip += len;
+                state = 4;
+                continue;
+            }
+            LZ_NEED_IN(1);
+            dist = (t >> 2) + ((size_t)*ip++ << 2) + (state == 4 ? 2049 : 1);
+            len = state == 4 ? 3 : 2;
+            next = t & 3;
+        } else if (t >= 64) {
+            LZ_NEED_IN(1);
+            dist = ((t >> 2) & 7) + ((size_t)*ip++ << 3) + 1;
+            len = (t >> 5) + 1;
+            next = t & 3;
+        } else {
+            size_t field = t >= 32 ? t & 31 : t & 7;
+            if (field != 0)
+                len = field + 2;
+            else if (lz_ext(&ip, ip_end, t >= 32 ? 33 : 9, (size_t)(op_end - op), &len) < 0)
+                return -1;
+            LZ_NEED_IN(2);
+            size_t le16 = (size_t)ip[0] | ((size_t)ip[1] << 8);
+            ip += 2;
+            next = le16 & 3;
+            if (t >= 32) {
+                dist = (le16 >> 2) + 1;
+            } else {
+                dist = ((t & 8) << 11) + (le16 >> 2);
+                if (dist == 0)
+                    return ip == ip_end ? (ptrdiff_t)(op - out) : -1;
+                dist += 16384;
+            }
+        }
+        if (dist > (size_t)(op - out))
+            return -1;
+        LZ_NEED_OUT(len);
+        const uint8_t *m = op - dist;
+        if (dist >= len) {
+            memcpy(op, m, len);
+            op += len;
+        } else {
+            /* Overlapping: each byte may be one this match wrote. */
+            for (size_t i = 0; i < len; i++)
+                *op++ = *m++;
+        }
+        LZ_NEED_IN(next);
+        LZ_NEED_OUT(next);
+        memcpy(op, ip, next);
+        op += next;
+        ip += next;
+        state = next;
+    }
+#undef LZ_NEED_IN
+#undef LZ_NEED_OUT
+}
+
 #endif

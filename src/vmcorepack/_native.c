@@ -18,6 +18,10 @@
  * when the result is strictly smaller than a page; otherwise the raw page is
  * stored.
  *
+ * It also decodes LZO1X pages read back from dumps (lzo1x_decompress(), a
+ * bounds-checked decoder in _lzo1x.h), so that a build with a C compiler
+ * needs no python-lzo.
+ *
  * pipeline.py falls back to the pure-Python path when this module is absent;
  * tests/unit/test_native.py checks both paths give the same bytes.
  */
@@ -826,6 +830,44 @@ static PyObject *lzo1x_1(PyObject *self, PyObject *arg)
     return result;
 }
 
+/*
+ * lzo1x_decompress(data, size) -> bytes: decode one LZO1X stream of at most
+ * `size` bytes (lz_decompress(), bounds-checked: data comes from dump files).
+ * Raises ValueError when the stream is malformed, truncated, longer than
+ * `size` or followed by stray bytes.
+ */
+static PyObject *lzo1x_decompress(PyObject *self, PyObject *args)
+{
+    Py_buffer in;
+    Py_ssize_t size;
+    PyObject *result = NULL;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*n", &in, &size))
+        return NULL;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "lzo1x_decompress: negative size");
+        goto out;
+    }
+    result = PyBytes_FromStringAndSize(NULL, size);
+    if (result == NULL)
+        goto out;
+    ptrdiff_t got;
+    Py_BEGIN_ALLOW_THREADS
+    got = lz_decompress(in.buf, (size_t)in.len, (uint8_t *)PyBytes_AS_STRING(result), (size_t)size);
+    Py_END_ALLOW_THREADS
+    if (got < 0) {
+        Py_CLEAR(result);
+        PyErr_Format(PyExc_ValueError, "LZO1X stream of %zd bytes is corrupt, truncated or longer than %zd bytes",
+                     in.len, size);
+    } else if (got < size) {
+        (void)_PyBytes_Resize(&result, (Py_ssize_t)got); /* on failure: result NULL, MemoryError set */
+    }
+out:
+    PyBuffer_Release(&in);
+    return result;
+}
+
 static PyObject *py_headroom(PyObject *self, PyObject *arg)
 {
     Py_ssize_t ps = PyLong_AsSsize_t(arg);
@@ -965,6 +1007,8 @@ static PyMethodDef methods[] = {
     {"place_descs", place_descs, METH_VARARGS,
      "place_descs(descs, base, zero_offset): relative page_desc offsets to file offsets"},
     {"lzo1x_1", lzo1x_1, METH_O, "lzo1x_1(data) -> bytes: LZO1X-1, the bytes lzo1x_1_compress() writes"},
+    {"lzo1x_decompress", lzo1x_decompress, METH_VARARGS,
+     "lzo1x_decompress(data, size) -> bytes: LZO1X decoded (at most size bytes), checked for corrupt input"},
     {"headroom", py_headroom, METH_O, "headroom(page_size) -> extra bytes dst needs past n * page_size"},
     {NULL, NULL, 0, NULL},
 };

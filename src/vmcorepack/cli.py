@@ -78,10 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     comp = p.add_mutually_exclusive_group()
-    comp.add_argument("-c", dest="codec", action="store_const", const="zlib", help="compress pages with zlib")
-    comp.add_argument("-l", dest="codec", action="store_const", const="lzo", help="compress pages with LZO1X-1")
-    comp.add_argument("-p", dest="codec", action="store_const", const="snappy", help="compress pages with snappy")
-    comp.add_argument("-z", dest="codec", action="store_const", const="zstd", help="compress pages with zstd")
+    for c in codecs.CODECS.values():
+        if c.option:
+            comp.add_argument(c.option, dest="codec", action="store_const", const=c.name, help=c.help)
     p.add_argument("-d", dest="dump_level", default="0", metavar="LEVEL", help="dump level 0-31 (default 0)")
     p.add_argument("-f", dest="force", action="store_true", help="overwrite an existing DUMPFILE")
     p.add_argument("-L", dest="limit", type=parse_size, default=None, metavar="SIZE", help="cap the output size")
@@ -402,6 +401,31 @@ def _summary(
         out_stream.write("vmcorepack Completed.\n")
 
 
+def format_version() -> str:
+    """Format ``-v`` as makedumpfile's ``print_version()`` does, naming each codec's implementation.
+
+    Returns:
+        The version line, one ``NAME<TAB>enabled (how)`` or ``NAME<TAB>disabled (what to install)``
+        line per codec, and whether the C extension is loaded.
+    """
+    from vmcorepack import native
+
+    lines = [f"vmcorepack: version {__version__} (makedumpfile-compatible)"]
+    for c in codecs.CODECS.values():
+        if c.option:
+            ok, how = codecs.status(c.name)
+            lines.append(f"{c.name}\t{'enabled' if ok else 'disabled'} ({how})")
+    if native.module() is not None:
+        loops = ", ".join(c.name for c in codecs.CODECS.values() if c.native_id is not None)
+        ext = f"loaded (page loops for {loops})"
+    elif native.built():
+        ext = "built, disabled by VMCOREPACK_NATIVE=0 (Python page loops)"
+    else:
+        ext = "not built (Python page loops; reinstall with gcc, python3-dev and zlib1g-dev for speed)"
+    lines.append(f"C extension\t{ext}")
+    return "\n".join(lines) + "\n"
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute parsed arguments.
 
@@ -412,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
         Exit status.
     """
     if args.version:
-        sys.stdout.write(f"vmcorepack {__version__} (makedumpfile-compatible)\n")
+        sys.stdout.write(format_version())
         return EXIT_OK
     if args.vmlinux or args.gen_vmcoreinfo:
         raise UsageError("-x/-g need a vmlinux with DWARF: not supported (use the VMCOREINFO note or -i)")
@@ -464,6 +488,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("expected VMCORE DUMPFILE")
     codec = args.codec or "none"
     codecs.get_codec(codec)
+    if args.stream_codec is not None:
+        streams.require(args.stream_codec)
     if args.check_params:
         return EXIT_OK
     out_stream = sys.stderr if args.flat else sys.stdout
@@ -578,7 +604,7 @@ def format_info(info: dumpinfo.DumpInfo) -> str:
     p = info.pages
     bs = h.block_size
     kept_bytes = (p.kept + p.zero) * bs
-    status = [codecs.codec_for_flags(h.status).name if h.status & 0x27 else "raw"]
+    status = [codecs.codec_for_flags(h.status).name if h.status & codecs.CODEC_FLAGS else "raw"]
     if info.incomplete:
         status.append("INCOMPLETE")
     lines = [f"File            : {part.path} ({part.container}, {part.size} bytes)" for part in info.parts]
@@ -625,6 +651,8 @@ def _run_inspect(args: argparse.Namespace) -> int:
     from vmcorepack import info as dumpinfo
     from vmcorepack import verify as dumpverify
 
+    if args.plot:
+        dumpinfo.require_plot()
     if args.verify:
         if len(args.files) < 2:
             raise UsageError("--verify takes DUMPFILE [DUMPFILE...] SOURCE")

@@ -1,20 +1,34 @@
-"""Page codecs of the kdump format, and the only place optional imports live.
+"""Page codecs of the kdump format: the one registry of what each codec is and where it comes from.
 
 Each codec must produce the bytes makedumpfile produces (docs/kdump-format.md
-§5.3, §17.2.3): zlib level 1 with the zlib wrapper, raw LZO1X-1 (python-lzo
-without its header), raw snappy from Google's libsnappy C API (called through
-ctypes; the Rust ``snap`` behind python-snappy >= 0.7 encodes differently), and
-one zstd frame at level 1 with the content size.
+§5.3, §17.2.3): zlib level 1 with the zlib wrapper, raw LZO1X-1 (liblzo2's
+``lzo1x_1_compress()``, no header), raw snappy from Google's libsnappy C API,
+and one zstd frame at level 1 with the content size.
+
+:data:`CODECS` holds, per codec, its ``page_desc.flags`` bit (from
+:class:`~vmcorepack.constants.DumpStatus`), its command-line option, its
+number in the C page loop, its install hint and the loaders of its
+implementations, best first:
+
+- zlib: Python's zlib module.
+- lzo: the C extension's own LZO1X-1 encoder and bounds-checked decoder
+  (_lzo1x.h), so no python-lzo is needed; python-lzo (liblzo2) only when the
+  extension was not built (no C compiler at install time).
+- snappy: Google's libsnappy through ctypes, byte-identical to makedumpfile;
+  otherwise python-snappy (a dependency), whose Rust ``snap`` encoder writes
+  valid snappy that crash and libkdumpfile read, but other bytes.
+- zstd: zstandard (a dependency).
+
+This is the only module that imports page codec libraries.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
 import zlib
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from vmcorepack import native
 from vmcorepack.constants import DumpStatus
@@ -23,29 +37,84 @@ from vmcorepack.errors import CompressionError, UnsupportedError
 Buffer = bytes | bytearray | memoryview
 
 
+class Impl(NamedTuple):
+    """A loaded implementation of a codec.
+
+    Attributes:
+        label: What ``vmcorepack -v`` calls it (library and version).
+        compress: ``compress(page) -> bytes``.
+        decompress: ``decompress(data, page_size) -> bytes`` (at most
+            ``page_size`` bytes; raises on corrupt data).
+    """
+
+    label: str
+    compress: Callable[[Buffer], bytes]
+    decompress: Callable[[Buffer, int], bytes]
+
+
 @dataclasses.dataclass(frozen=True)
 class Codec:
-    """One page codec.
+    """One page codec: everything the rest of vmcorepack knows about it.
 
     Attributes:
         name: ``none``, ``zlib``, ``lzo``, ``snappy`` or ``zstd``.
         flag: ``page_desc.flags`` / header status bit (0 for none).
-        option: makedumpfile's command-line option.
-        compress: ``compress(page) -> bytes``.
-        decompress: ``decompress(data, page_size) -> bytes``.
+        option: makedumpfile's command-line option (``""`` for none).
+        help: The option's help text.
+        native_id: The codec's number in the C page loop (_native.c), or
+            None when the loop does not do it.
+        hint: What to install when no implementation loads.
+        loaders: Functions returning an :class:`Impl`, best first; each
+            raises ImportError or OSError when its library is missing.
     """
 
     name: str
     flag: int
     option: str
-    compress: Callable[[Buffer], bytes]
-    decompress: Callable[[Buffer, int], bytes]
+    help: str
+    native_id: int | None
+    hint: str
+    loaders: tuple[Callable[[], Impl], ...]
+
+    def impl(self) -> Impl:
+        """Return the implementation in use (the first that loads).
+
+        Returns:
+            The implementation.
+
+        Raises:
+            UnsupportedError: None of the loaders found its library.
+        """
+        return _impl(self.name)
+
+    def compress(self, page: Buffer) -> bytes:
+        """Compress one page.
+
+        Args:
+            page: The page.
+
+        Returns:
+            The codec's bytes.
+        """
+        return _impl(self.name).compress(page)
+
+    def decompress(self, data: Buffer, page_size: int) -> bytes:
+        """Decompress one stored page (at most ``page_size`` bytes).
+
+        Args:
+            data: Stored bytes.
+            page_size: Page size.
+
+        Returns:
+            The decoded bytes.
+        """
+        return _impl(self.name).decompress(data, page_size)
 
     def compress_pages(self, raw: bytes, offsets: list[int], page_size: int) -> list[bytes]:
         """Compress the pages of ``raw`` that start at ``offsets``.
 
-        One list comprehension around the C function: the per-page Python cost
-        is a slice and a call (a quarter of LZO's own time on kernel pages).
+        One list comprehension around the library function: the per-page
+        Python cost is a slice and a call.
 
         Args:
             raw: Concatenated pages.
@@ -56,21 +125,8 @@ class Codec:
             One compressed bytes object per offset.
         """
         ps = page_size
-        if self.name == "zlib":
-            zc = zlib.compress
-            return [zc(raw[o : o + ps], 1) for o in offsets]
-        if self.name == "lzo":
-            lc = _lzo().compress
-            return [lc(raw[o : o + ps], 1, False) for o in offsets]
-        if self.name == "zstd":
-            cc = _zstd()[0].compress
-            return [cc(raw[o : o + ps]) for o in offsets]
-        fn = self.compress
+        fn = _impl(self.name).compress
         return [fn(raw[o : o + ps]) for o in offsets]
-
-
-#: Codec numbers of the C page loop (src/vmcorepack/_native.c).
-_NATIVE_IDS = {"none": 0, "zlib": 1, "lzo": 2}
 
 
 class PageLoop(NamedTuple):
@@ -137,21 +193,24 @@ def page_loop(codec: Codec, page_size: int) -> PageLoop | None:
         The loop, when the extension is built, enabled and knows the codec.
     """
     mod = native.module()
-    if mod is None or codec.name not in _NATIVE_IDS:
+    if mod is None or codec.native_id is None:
         return None
-    return PageLoop(_NATIVE_IDS[codec.name], int(mod.headroom(page_size)))
+    return PageLoop(codec.native_id, int(mod.headroom(page_size)))
 
 
-# Install hints for the one-line error when a library is missing.
-_HINTS = {
-    "lzo": "pip install python-lzo (needs Debian's liblzo2-dev to build)",
-    "snappy": "apt-get install libsnappy1v5 (Google's libsnappy)",
-    "zstd": "pip install zstandard",
-}
+@functools.cache
+def _impl(name: str) -> Impl:
+    codec = CODECS[name]
+    for load in codec.loaders:
+        try:
+            return load()
+        except (ImportError, OSError, AttributeError):
+            continue
+    raise UnsupportedError(f"{name} support is missing: {codec.hint}")
 
 
-def _zlib_compress(page: Buffer) -> bytes:
-    return zlib.compress(page, 1)
+def _raw_impl() -> Impl:
+    return Impl("built in", bytes, lambda data, size: bytes(data))
 
 
 def _zlib_decompress(data: Buffer, size: int) -> bytes:
@@ -162,101 +221,171 @@ def _zlib_decompress(data: Buffer, size: int) -> bytes:
     return out
 
 
-@functools.cache
-def _lzo() -> Any:
-    try:
-        import lzo
-    except ImportError as e:
-        raise UnsupportedError(f"LZO support is missing: {_HINTS['lzo']}") from e
-    return lzo
+def _zlib_impl() -> Impl:
+    # compress2() at level 1 is makedumpfile's call; the zlib wrapper (78 01) included.
+    return Impl(f"zlib {zlib.ZLIB_RUNTIME_VERSION}", functools.partial(zlib.compress, level=1), _zlib_decompress)
 
 
-def _lzo_compress(page: Buffer) -> bytes:
-    return _lzo().compress(bytes(page), 1, False)  # type: ignore[no-any-return]
+def _lzo_native() -> Impl:
+    mod = native.library()
+    if mod is None:
+        raise ImportError("vmcorepack._native is not built")
+    return Impl("C extension: own LZO1X-1 encoder, bounds-checked decoder", mod.lzo1x_1, mod.lzo1x_decompress)
 
 
-def _lzo_decompress(data: Buffer, size: int) -> bytes:
-    return _lzo().decompress(bytes(data), False, size)  # type: ignore[no-any-return]
+def _lzo_python() -> Impl:
+    import lzo
+
+    def compress(page: Buffer) -> bytes:
+        return lzo.compress(bytes(page), 1, False)  # type: ignore[no-any-return]
+
+    def decompress(data: Buffer, size: int) -> bytes:
+        return lzo.decompress(bytes(data), False, size)  # type: ignore[no-any-return]
+
+    version = lzo.LZO_VERSION_STRING.decode()
+    return Impl(f"python-lzo {lzo.__version__.decode()}, liblzo2 {version}", compress, decompress)
 
 
-@functools.cache
-def _snappy() -> ctypes.CDLL:
+def _snappy_length(data: Buffer, size: int) -> None:
+    """Check a raw snappy stream's length preamble (a varint) before decoding it.
+
+    python-snappy allocates whatever the preamble claims; a corrupt page
+    could ask for gigabytes.
+
+    Raises:
+        ValueError: The preamble is malformed or claims more than ``size`` bytes.
+    """
+    n = shift = 0
+    for i, b in enumerate(bytes(data[:5])):
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            if n > size:
+                raise ValueError(f"snappy preamble claims {n} bytes, more than {size}")
+            return
+        if i == 4:
+            break
+    raise ValueError("snappy preamble is malformed")
+
+
+def _libsnappy() -> Impl:
     import ctypes.util  # only for -p: it pulls in subprocess and shutil at start-up
 
     name = ctypes.util.find_library("snappy") or "libsnappy.so.1"
-    try:
-        lib = ctypes.CDLL(name)
-        _ = lib.snappy_compress
-    except (OSError, AttributeError) as e:
-        raise UnsupportedError(f"snappy support is missing: {_HINTS['snappy']}") from e
+    lib = ctypes.CDLL(name)  # OSError when absent
     size_p = ctypes.POINTER(ctypes.c_size_t)
     lib.snappy_compress.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, size_p]
     lib.snappy_uncompress.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, size_p]
     lib.snappy_max_compressed_length.argtypes = [ctypes.c_size_t]
     lib.snappy_max_compressed_length.restype = ctypes.c_size_t
-    return lib
+
+    def compress(page: Buffer) -> bytes:
+        src = bytes(page)
+        bound = lib.snappy_max_compressed_length(len(src))
+        out = ctypes.create_string_buffer(bound)
+        n = ctypes.c_size_t(bound)
+        if lib.snappy_compress(src, len(src), out, ctypes.byref(n)) != 0:
+            raise ValueError("snappy_compress failed")
+        return out.raw[: n.value]
+
+    def decompress(data: Buffer, size: int) -> bytes:
+        out = ctypes.create_string_buffer(size)
+        n = ctypes.c_size_t(size)
+        src = bytes(data)
+        if lib.snappy_uncompress(src, len(src), out, ctypes.byref(n)) != 0:
+            raise ValueError("snappy_uncompress failed")
+        return out.raw[: n.value]
+
+    return Impl(f"Google's {name} through ctypes", compress, decompress)
 
 
-def _snappy_compress(page: Buffer) -> bytes:
-    lib = _snappy()
-    src = bytes(page)
-    bound = lib.snappy_max_compressed_length(len(src))
-    out = ctypes.create_string_buffer(bound)
-    n = ctypes.c_size_t(bound)
-    if lib.snappy_compress(src, len(src), out, ctypes.byref(n)) != 0:
-        raise ValueError("snappy_compress failed")
-    return out.raw[: n.value]
+def _python_snappy() -> Impl:
+    import snappy  # python-snappy
+
+    def compress(page: Buffer) -> bytes:
+        return bytes(snappy.compress(page))
+
+    def decompress(data: Buffer, size: int) -> bytes:
+        _snappy_length(data, size)
+        return bytes(snappy.uncompress(data))
+
+    return Impl(
+        f"python-snappy {_version('python-snappy')} : valid snappy, not libsnappy's bytes", compress, decompress
+    )
 
 
-def _snappy_decompress(data: Buffer, size: int) -> bytes:
-    lib = _snappy()
-    out = ctypes.create_string_buffer(size)
-    n = ctypes.c_size_t(size)
-    src = bytes(data)
-    if lib.snappy_uncompress(src, len(src), out, ctypes.byref(n)) != 0:
-        raise ValueError("snappy_uncompress failed")
-    return out.raw[: n.value]
+def _zstd_impl() -> Impl:
+    import zstandard
+
+    cctx, dctx = zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor()
+
+    def decompress(data: Buffer, size: int) -> bytes:
+        return dctx.decompress(data, max_output_size=size)
+
+    version = ".".join(map(str, zstandard.ZSTD_VERSION))
+    return Impl(f"zstandard {zstandard.__version__}, libzstd {version}", cctx.compress, decompress)
 
 
-@functools.cache
-def _zstd() -> tuple[Any, Any]:
+def _version(dist: str) -> str:
+    from importlib import metadata  # -v and the python-snappy fallback only
+
     try:
-        import zstandard
-    except ImportError as e:
-        raise UnsupportedError(f"zstd support is missing: {_HINTS['zstd']}") from e
-    return zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor()
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "(version unknown)"
 
 
-def _zstd_compress(page: Buffer) -> bytes:
-    return _zstd()[0].compress(page)  # type: ignore[no-any-return]
-
-
-def _zstd_decompress(data: Buffer, size: int) -> bytes:
-    return _zstd()[1].decompress(data, max_output_size=size)  # type: ignore[no-any-return]
-
-
-def _raw(page: Buffer) -> bytes:
-    return bytes(page)
-
-
-def _raw_decompress(data: Buffer, size: int) -> bytes:
-    return bytes(data)
-
-
+#: Every codec, in the order readers test the flag bits (crash, libkdumpfile): zlib, lzo, snappy, zstd.
 CODECS: dict[str, Codec] = {
-    "none": Codec("none", 0, "", _raw, _raw_decompress),
-    "zlib": Codec("zlib", int(DumpStatus.COMPRESSED_ZLIB), "-c", _zlib_compress, _zlib_decompress),
-    "lzo": Codec("lzo", int(DumpStatus.COMPRESSED_LZO), "-l", _lzo_compress, _lzo_decompress),
-    "snappy": Codec("snappy", int(DumpStatus.COMPRESSED_SNAPPY), "-p", _snappy_compress, _snappy_decompress),
-    "zstd": Codec("zstd", int(DumpStatus.COMPRESSED_ZSTD), "-z", _zstd_compress, _zstd_decompress),
+    c.name: c
+    for c in (
+        Codec("none", 0, "", "", 0, "", (_raw_impl,)),
+        Codec(
+            "zlib",
+            int(DumpStatus.COMPRESSED_ZLIB),
+            "-c",
+            "compress pages with zlib",
+            1,
+            "zlib is part of Python",
+            (_zlib_impl,),
+        ),
+        Codec(
+            "lzo",
+            int(DumpStatus.COMPRESSED_LZO),
+            "-l",
+            "compress pages with LZO1X-1",
+            2,
+            "reinstall vmcorepack with gcc and python3-dev present (its C extension does LZO), "
+            "or pip install python-lzo (needs liblzo2-dev)",
+            (_lzo_native, _lzo_python),
+        ),
+        Codec(
+            "snappy",
+            int(DumpStatus.COMPRESSED_SNAPPY),
+            "-p",
+            "compress pages with snappy",
+            None,
+            "apt-get install libsnappy1v5 (makedumpfile's bytes), or pip install python-snappy",
+            (_libsnappy, _python_snappy),
+        ),
+        Codec(
+            "zstd",
+            int(DumpStatus.COMPRESSED_ZSTD),
+            "-z",
+            "compress pages with zstd",
+            None,
+            "pip install zstandard",
+            (_zstd_impl,),
+        ),
+    )
 }
 
-#: Order in which readers test the flag bits (crash, libkdumpfile).
-_FLAG_ORDER = ("zlib", "lzo", "snappy", "zstd")
+#: Header status / page_desc.flags bits that name a codec.
+CODEC_FLAGS = functools.reduce(lambda a, c: a | c.flag, CODECS.values(), 0)
 
 
 def get_codec(name: str) -> Codec:
-    """Return a codec whose library is importable.
+    """Return a codec whose library is loadable.
 
     Args:
         name: Codec name.
@@ -265,18 +394,13 @@ def get_codec(name: str) -> Codec:
         The codec.
 
     Raises:
-        UnsupportedError: Unknown codec, or its library is not installed.
+        UnsupportedError: Unknown codec, or no implementation of it is installed.
     """
     try:
         codec = CODECS[name]
     except KeyError as e:
         raise UnsupportedError(f"unknown codec {name!r} (choose from {', '.join(CODECS)})") from e
-    if name == "lzo":
-        _lzo()
-    elif name == "snappy":
-        _snappy()
-    elif name == "zstd":
-        _zstd()
+    codec.impl()
     return codec
 
 
@@ -296,6 +420,21 @@ def available(name: str) -> bool:
     return True
 
 
+def status(name: str) -> tuple[bool, str]:
+    """Say whether a codec works and by which implementation, for ``vmcorepack -v``.
+
+    Args:
+        name: Codec name.
+
+    Returns:
+        (True, the implementation's label), or (False, the install hint).
+    """
+    try:
+        return True, get_codec(name).impl().label
+    except UnsupportedError:
+        return False, CODECS[name].hint
+
+
 def codec_for_flags(flags: int) -> Codec:
     """Return the codec a ``page_desc.flags`` value selects (0 = raw).
 
@@ -305,9 +444,9 @@ def codec_for_flags(flags: int) -> Codec:
     Returns:
         The codec.
     """
-    for name in _FLAG_ORDER:
-        if flags & CODECS[name].flag:
-            return get_codec(name)
+    for codec in CODECS.values():
+        if flags & codec.flag:
+            return get_codec(codec.name)
     return CODECS["none"]
 
 

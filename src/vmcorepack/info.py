@@ -516,6 +516,22 @@ def _human(nbytes: float) -> str:
     return f"{nbytes} B"
 
 
+#: The one-line error when --plot has no matplotlib (an extra, unlike the codecs).
+_PLOT_HINT = "--plot needs matplotlib: pip install 'vmcorepack[plot]'"
+
+
+def require_plot() -> None:
+    """Fail now, before any report is printed, when :func:`render_map` could not draw.
+
+    Raises:
+        UnsupportedError: matplotlib is not installed.
+    """
+    import importlib.util  # --plot only
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UnsupportedError(_PLOT_HINT)
+
+
 def render_map(info: DumpInfo, pmap: PageMap, path: str) -> None:
     """Draw the map as a PNG: one pixel per group, rows of ``width`` groups, legend and headline.
 
@@ -534,7 +550,7 @@ def render_map(info: DumpInfo, pmap: PageMap, path: str) -> None:
         import matplotlib.pyplot as plt
         from matplotlib.patches import Patch
     except ImportError as e:
-        raise UnsupportedError("--plot needs matplotlib: pip install 'vmcorepack[plot]'") from e
+        raise UnsupportedError(_PLOT_HINT) from e
     palette = np.array([KIND_STYLE[k][0] for k in PageKind], np.uint8)
     ngroups = len(pmap.counts)
     width = pmap.width

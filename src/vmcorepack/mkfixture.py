@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from vmcorepack import fixtures
+from vmcorepack import codecs, fixtures
 from vmcorepack.errors import UsageError, VmcorepackError
 
 EXIT_OK = 0
@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("DUMPFILE given without --pack LEVEL")
     if args.pack is not None and not 0 <= args.pack <= 31:
         raise UsageError(f"dump level {args.pack} is out of range 0-31")
+    if args.pack is not None:
+        codecs.get_codec(args.codec)  # a missing codec fails before the image is written
     if not args.force and os.path.lexists(args.image):
         raise UsageError(f"{args.image} already exists (use -f to overwrite)")
     spec = fixtures.FixtureSpec(

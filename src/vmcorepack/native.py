@@ -4,6 +4,8 @@ The extension holds the per-page loops Python is too slow for: reading and
 encoding a chunk of pages (codecs, pipeline), encoding pages already in memory,
 and gathering scattered pages from the input (sources).  Without it, those
 modules fall back to Python and numpy and write the same bytes more slowly.
+It is also the LZO1X codec (encoder and decoder) when it is built; without it,
+LZO needs python-lzo.
 """
 
 from __future__ import annotations
@@ -33,6 +35,18 @@ def built() -> bool:
         True if ``vmcorepack._native`` imports.
     """
     return _load() is not None
+
+
+def library() -> Any:
+    """Return the extension module whenever it is built, whatever :data:`ENABLED` says.
+
+    Its LZO1X codec is a library, not a loop: with VMCOREPACK_NATIVE=0 the
+    Python loops still call it, as they would python-lzo.
+
+    Returns:
+        ``vmcorepack._native`` or None.
+    """
+    return _load()
 
 
 def module() -> Any:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from vmcorepack import bitmap, formats
-from vmcorepack.codecs import decode_page
-from vmcorepack.errors import KdumpFormatError, MachineError, SourceReadError
+from vmcorepack.codecs import codec_for_flags, decode_page
+from vmcorepack.errors import KdumpFormatError, MachineError, SourceReadError, UnsupportedError
 from vmcorepack.formats import elf, kdump
 from vmcorepack.kernel import arch
 from vmcorepack.reader import KdumpReader
@@ -91,7 +91,8 @@ class KdumpSource(Source):
         )
         try:
             e_machine = arch.e_machine_of_uname(h.utsname.get("machine", ""), path, machine_offset)
-        except MachineError:
+            codec_for_flags(h.status)  # a codec that is not installed fails here, before any output
+        except (MachineError, UnsupportedError):
             self.reader.close()
             raise
         ps = h.block_size

@@ -41,7 +41,8 @@ WRITE_CODECS = ("lz4", "zstd")
 #: Bytes moved per read of the pipe or the compressed input.
 BUFFER_SIZE = 1 << 20
 
-_HINTS = {"lz4": "pip install lz4 (or vmcorepack[lz4])", "zstd": "pip install zstandard (or vmcorepack[zstd])"}
+# Both are dependencies of vmcorepack; a hint for an install that lost one.
+_HINTS = {"lz4": "pip install lz4", "zstd": "pip install zstandard"}
 
 
 def detect(prefix: bytes) -> str | None:
@@ -76,6 +77,18 @@ def _zstandard() -> Any:
     except ImportError as e:
         raise UnsupportedError(f"zstd streams need the zstandard package: {_HINTS['zstd']}") from e
     return zstandard
+
+
+def require(codec: str) -> None:
+    """Fail now, before any output, when :class:`CompressingPipe` could not write ``codec``.
+
+    Args:
+        codec: ``"lz4"`` or ``"zstd"``.
+
+    Raises:
+        UnsupportedError: Unknown codec or library missing.
+    """
+    make_compressor(codec)
 
 
 class Prefixed(io.RawIOBase):

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 
 from conftest import codec_params
-from vmcorepack import codecs
+from vmcorepack import codecs, native
 from vmcorepack.errors import CompressionError, UnsupportedError
 
 
@@ -36,3 +37,128 @@ def test_wrong_size_is_an_error() -> None:
 def test_unknown_codec() -> None:
     with pytest.raises(UnsupportedError, match="unknown codec"):
         codecs.get_codec("lz4")
+
+
+@pytest.fixture
+def only(monkeypatch: pytest.MonkeyPatch):
+    """only(name, *loaders): make ``name`` use just these loaders (a fallback, or nothing at all)."""
+
+    def set_loaders(name: str, *loaders) -> None:
+        monkeypatch.setitem(codecs.CODECS, name, dataclasses.replace(codecs.CODECS[name], loaders=loaders))
+        codecs._impl.cache_clear()
+
+    yield set_loaders
+    monkeypatch.undo()
+    codecs._impl.cache_clear()
+
+
+def _pages() -> list[bytes]:
+    return [bytes(4096), (b"PFN42:" * 700)[:4096], os.urandom(4096), bytes(4000) + os.urandom(96)]
+
+
+def test_lzo_is_the_extension_when_built() -> None:
+    if not native.built():
+        pytest.skip("vmcorepack._native is not built")
+    assert codecs.get_codec("lzo").impl().label.startswith("C extension")
+    assert native.library() is not None
+
+
+def test_lzo_falls_back_to_python_lzo(only) -> None:
+    lzo = pytest.importorskip("lzo")
+    only("lzo", codecs._lzo_python)
+    codec = codecs.get_codec("lzo")
+    assert codec.impl().label.startswith("python-lzo")
+    for page in _pages():
+        data = codec.compress(page)
+        assert data == lzo.compress(page, 1, False)
+        assert codecs.decode_page(codec.flag, data, 4096) == page
+
+
+def test_python_snappy_fallback_is_valid_snappy(only) -> None:
+    """python-snappy's bytes decode through libsnappy (what crash and libkdumpfile link) and back."""
+    if not codecs.available("snappy"):
+        pytest.skip("no snappy")
+    lib = codecs._libsnappy()
+    py = codecs._python_snappy()
+    for page in _pages():
+        assert lib.decompress(py.compress(page), 4096) == page
+        assert py.decompress(lib.compress(page), 4096) == page
+    only("snappy", codecs._python_snappy)
+    codec = codecs.get_codec("snappy")
+    assert codec.impl().label.startswith("python-snappy")
+    assert codecs.decode_page(codec.flag, codec.compress(_pages()[1]), 4096) == _pages()[1]
+
+
+def test_python_snappy_refuses_a_length_past_the_page() -> None:
+    py = codecs._python_snappy()
+    with pytest.raises(ValueError, match="claims 4097"):
+        py.decompress(b"\x81\x20" + b"\x00" * 8, 4096)
+    with pytest.raises(ValueError, match="malformed"):
+        py.decompress(b"\xff" * 6, 4096)
+    with pytest.raises(CompressionError):
+        codecs.decode_page(codecs.CODECS["snappy"].flag, b"\xff\xff\xff\xff\x0f", 4096)
+
+
+def test_missing_codec_names_what_to_install(only) -> None:
+    def missing() -> codecs.Impl:
+        raise ImportError("no")
+
+    only("zstd", missing)
+    with pytest.raises(UnsupportedError, match="zstd support is missing: pip install zstandard"):
+        codecs.get_codec("zstd")
+    assert codecs.status("zstd") == (False, "pip install zstandard")
+    assert not codecs.available("zstd")
+
+
+def test_registry_drives_the_options_and_masks() -> None:
+    from vmcorepack.cli import build_parser
+
+    p = build_parser()
+    for c in codecs.CODECS.values():
+        if c.option:
+            assert p.parse_args([c.option, "a", "b"]).codec == c.name
+            assert codecs.codec_for_flags(c.flag) is c
+    assert codecs.CODEC_FLAGS == 0x27  # DumpStatus: zlib 1, lzo 2, snappy 4, zstd 0x20 (not 8, incomplete)
+    # Readers test zlib first (crash, libkdumpfile): a descriptor with two bits is zlib.
+    assert codecs.codec_for_flags(0x21).name == "zlib"
+
+
+def test_version_lists_every_codec(capsys: pytest.CaptureFixture[str]) -> None:
+    from vmcorepack.cli import main
+
+    assert main(["-v"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("vmcorepack: version ")
+    names = [line.split("\t")[0] for line in lines[1:]]
+    assert names == ["zlib", "lzo", "snappy", "zstd", "C extension"]
+    for line in lines[1:5]:
+        assert line.split("\t")[1].startswith(("enabled (", "disabled ("))
+
+
+def test_plot_without_matplotlib_fails_before_the_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    import importlib.util
+
+    from vmcorepack.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "matplotlib" else real(n, *a))
+    assert main(["--info", "--plot", str(tmp_path / "m.png"), str(tmp_path / "no-such.kdump")]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == "vmcorepack: --plot needs matplotlib: pip install 'vmcorepack[plot]'"
+
+
+def test_mkfixture_checks_the_codec_before_writing(only, capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from vmcorepack import mkfixture
+
+    def missing() -> codecs.Impl:
+        raise OSError("no")
+
+    only("snappy", missing)
+    img = tmp_path / "img.elf"
+    rc = mkfixture.main(["--size", "64M", str(img), "--pack", "31", "--codec", "snappy", str(tmp_path / "o.kdump")])
+    assert rc == 1
+    assert not img.exists()
+    assert "snappy support is missing" in capsys.readouterr().err

@@ -210,6 +210,103 @@ def test_lzo1x_1_equals_liblzo_on_generated_inputs(data: bytes) -> None:
     assert _native.lzo1x_1(data) == lzo.compress(data, 1, False)
 
 
+def _liblzo_decompress(lzo: Any, data: bytes, size: int) -> bytes | None:
+    """liblzo2's lzo1x_decompress_safe() through python-lzo: the bytes, or None where it reports an error."""
+    try:
+        out: bytes = lzo.decompress(data, False, size)
+    except lzo.error:
+        return None
+    return out
+
+
+def _native_decompress(data: bytes, size: int) -> bytes | None:
+    from vmcorepack import _native
+
+    try:
+        return _native.lzo1x_decompress(data, size)
+    except ValueError:
+        return None
+
+
+def test_lzo1x_decompress_reads_liblzo_streams() -> None:
+    """Level 1 (what makedumpfile writes) and level 9 (lzo1x_999, which also uses the short M1 matches)."""
+    _native_or_skip()
+    lzo = _liblzo()
+    checked = 0
+    for data in _odd_inputs():
+        for level in (1, 9):
+            comp = lzo.compress(data, level, False)
+            assert _native_decompress(comp, len(data)) == data, (len(data), level)
+            # One byte too few room for the output is an error, not a short or overlong result.
+            if data:
+                assert _native_decompress(comp, len(data) - 1) is None
+            checked += 1
+    assert checked > 1400
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_lz_inputs(), level=st.sampled_from([1, 9]))
+def test_lzo1x_decompress_round_trips_generated_inputs(data: bytes, level: int) -> None:
+    _native_or_skip()
+    lzo = _liblzo()
+    from vmcorepack import _native
+
+    assert _native.lzo1x_decompress(lzo.compress(data, level, False), len(data)) == data
+    assert _native.lzo1x_decompress(_native.lzo1x_1(data), len(data)) == data
+
+
+def _damaged_streams() -> list[tuple[bytes, int]]:
+    """Real LZO pages cut short, with bytes flipped, dropped and inserted, and random bytes: (stream, page size)."""
+    lzo = _liblzo()
+    rng = np.random.default_rng(16)
+    pages = [(b"struct page %d " % i * 400)[:4096] for i in range(3)] + [
+        bytes(4096),
+        rng.integers(0, 4, 4096, np.uint8).tobytes(),
+        os.urandom(4096),
+    ]
+    out: list[tuple[bytes, int]] = []
+    for page in pages:
+        for level in (1, 9):
+            comp = lzo.compress(page, level, False)
+            out += [(comp[:n], 4096) for n in range(len(comp))]  # every truncation
+            for _ in range(200):
+                b = bytearray(comp)
+                for _ in range(int(rng.integers(1, 4))):
+                    i = int(rng.integers(len(b)))
+                    op = int(rng.integers(3))
+                    if op == 0:
+                        b[i] = int(rng.integers(256))
+                    elif op == 1:
+                        del b[i]
+                    else:
+                        b.insert(i, int(rng.integers(256)))
+                out.append((bytes(b), int(rng.choice([4096, 4095, 64, 0]))))
+    out += [(rng.integers(0, 256, int(rng.integers(0, 64)), np.uint8).tobytes(), 4096) for _ in range(2000)]
+    # Lengths in 255-steps that run past the input or would overflow a count; a match before the start.
+    out += [(b"\x00" * 5000, 4096), (b"\x20" + b"\x00" * 5000, 4096), (b"\x10" + b"\x00" * 100, 1 << 20)]
+    out += [(b"\x15abcd\x40\xff\x11\x00\x00", 4096), (b"\x11\x00\x00\x00", 4096), (b"\x11\x00\x00", 0)]
+    return out
+
+
+def test_lzo1x_decompress_rejects_damaged_streams_as_liblzo_does() -> None:
+    """Corrupt input raises ValueError (never a crash or an overrun), and exactly where liblzo2 reports an error.
+
+    Where both decode, they give the same bytes.  Truncated streams all fail: the end marker is gone.
+    """
+    _native_or_skip()
+    lzo = _liblzo()
+    damaged = _damaged_streams()
+    rejected = 0
+    for stream, size in damaged:
+        got = _native_decompress(stream, size)
+        assert got == _liblzo_decompress(lzo, stream, size), (stream[:16].hex(), len(stream), size)
+        rejected += got is None
+        if got is not None:
+            assert len(got) <= size
+    assert rejected > len(damaged) // 2
+    assert _native_decompress(b"\x11\x00\x00", 0) == b""
+
+
 class _PlanSource:
     """Just enough of a Source for encode_from_file: a page plan over a given descriptor."""
 
