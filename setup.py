@@ -16,7 +16,7 @@ setup(
             "vmcorepack._native",
             ["src/vmcorepack/_native.c"],
             depends=["src/vmcorepack/_lzo1x.h"],
-            libraries=["z"],
+            libraries=["z", "dl"],
             extra_compile_args=["-O2"],
             optional=True,
         )

@@ -18,6 +18,15 @@
  * when the result is strictly smaller than a page; otherwise the raw page is
  * stored.
  *
+ * Snappy, zstd and the fast zlib encoder come from shared libraries loaded at
+ * run time (load_codec()): Google's libsnappy (snappy_compress(), as
+ * makedumpfile calls it), libzstd (ZSTD_compressCCtx() at level 1 into a
+ * buffer of at least ZSTD_compressBound(), as makedumpfile does) and
+ * libdeflate (libdeflate_zlib_compress(): a valid zlib stream, not zlib's
+ * bytes; only for --fast-zlib).  dlopen() rather than linking keeps the build
+ * free of their headers and the import free of their presence: without a
+ * library, codecs.py uses the Python loop for that codec.
+ *
  * It also decodes LZO1X pages read back from dumps (lzo1x_decompress(), a
  * bounds-checked decoder in _lzo1x.h), so that a build with a C compiler
  * needs no python-lzo.
@@ -28,7 +37,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -40,7 +51,89 @@
 
 #include "_lzo1x.h"
 
-enum { CODEC_NONE = 0, CODEC_ZLIB = 1, CODEC_LZO = 2 };
+enum { CODEC_NONE = 0, CODEC_ZLIB = 1, CODEC_LZO = 2, CODEC_SNAPPY = 3, CODEC_ZSTD = 4, CODEC_FAST_ZLIB = 5, N_CODECS };
+
+/* The entry points of the run-time libraries, as their C APIs declare them
+ * (snappy-c.h, zstd.h, libdeflate.h); opaque contexts are void pointers. */
+struct codec_lib {
+    void *handle;
+    int level;
+    char path[PATH_MAX];
+    void *(*create)(int level);            /* libdeflate_alloc_compressor */
+    void *(*create0)(void);                /* ZSTD_createCCtx */
+    void (*destroy)(void *);               /* libdeflate_free_compressor */
+    size_t (*destroy_z)(void *);           /* ZSTD_freeCCtx */
+    size_t (*bound)(size_t);               /* snappy_max_compressed_length, ZSTD_compressBound */
+    int (*snappy)(const char *, size_t, char *, size_t *);
+    size_t (*zstd)(void *, void *, size_t, const void *, size_t, int);
+    unsigned (*zstd_error)(size_t);
+    size_t (*deflate)(void *, const void *, size_t, void *, size_t);
+};
+
+/* Set under the GIL by load_codec(), only read by the loops afterwards. */
+static struct codec_lib libs[N_CODECS];
+
+static void *sym(void *h, const char *name, int *missing)
+{
+    void *f = dlsym(h, name);
+    *missing |= f == NULL;
+    return f;
+}
+
+/*
+ * load_codec(codec, soname, level) -> str | None
+ *
+ * dlopen() the library of a run-time codec (snappy, zstd, fast zlib) and
+ * resolve its entry points; `level` is the compression level of zstd and fast
+ * zlib.  Returns the library's file, or None when it or an entry point is
+ * missing (the caller then uses its Python loop).  Loading again returns the
+ * same file.
+ */
+static PyObject *load_codec(PyObject *self, PyObject *args)
+{
+    int codec, level, missing = 0;
+    const char *soname;
+    struct codec_lib L;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "isi", &codec, &soname, &level))
+        return NULL;
+    if (codec != CODEC_SNAPPY && codec != CODEC_ZSTD && codec != CODEC_FAST_ZLIB) {
+        PyErr_SetString(PyExc_ValueError, "load_codec: not a run-time codec");
+        return NULL;
+    }
+    if (libs[codec].handle != NULL)
+        return PyUnicode_DecodeFSDefault(libs[codec].path);
+    memset(&L, 0, sizeof L);
+    L.handle = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+    if (L.handle == NULL)
+        Py_RETURN_NONE;
+    L.level = level;
+    if (codec == CODEC_SNAPPY) {
+        *(void **)&L.snappy = sym(L.handle, "snappy_compress", &missing);
+        *(void **)&L.bound = sym(L.handle, "snappy_max_compressed_length", &missing);
+    } else if (codec == CODEC_ZSTD) {
+        *(void **)&L.create0 = sym(L.handle, "ZSTD_createCCtx", &missing);
+        *(void **)&L.destroy_z = sym(L.handle, "ZSTD_freeCCtx", &missing);
+        *(void **)&L.zstd = sym(L.handle, "ZSTD_compressCCtx", &missing);
+        *(void **)&L.zstd_error = sym(L.handle, "ZSTD_isError", &missing);
+        *(void **)&L.bound = sym(L.handle, "ZSTD_compressBound", &missing);
+    } else {
+        *(void **)&L.create = sym(L.handle, "libdeflate_alloc_compressor", &missing);
+        *(void **)&L.destroy = sym(L.handle, "libdeflate_free_compressor", &missing);
+        *(void **)&L.deflate = sym(L.handle, "libdeflate_zlib_compress", &missing);
+    }
+    struct link_map *lm = NULL;
+    if (missing || dlinfo(L.handle, RTLD_DI_LINKMAP, &lm) != 0 || lm == NULL) {
+        dlclose(L.handle);
+        Py_RETURN_NONE;
+    }
+    /* The file the soname resolves to carries the version (libsnappy.so.1.1.9). */
+    if (realpath(lm->l_name, L.path) == NULL)
+        snprintf(L.path, sizeof L.path, "%s", lm->l_name);
+    libs[codec] = L;
+    return PyUnicode_DecodeFSDefault(L.path);
+}
 
 /* Worst-case growth of one compressed page over its input, for the caller's
  * buffer: LZO1X needs n + n/16 + 64 + 3 bytes, and _lzo1x.h copies literals in
@@ -102,6 +195,10 @@ struct encoder {
     struct lz_state *lz;
     z_stream zs;
     int zinit;
+    const struct codec_lib *lib; /* snappy, zstd, fast zlib */
+    void *ctx;                   /* their compressor state (zstd, libdeflate) */
+    unsigned char *scratch;      /* their output when its bound exceeds dst's room */
+    size_t cap;                  /* bytes they may write */
 };
 
 /* Returns 0, or -1 when the codec state cannot be allocated. */
@@ -120,6 +217,20 @@ static int encoder_open(struct encoder *e, int codec, int share_zero, Py_ssize_t
         if (deflateInit2(&e->zs, 1, Z_DEFLATED, 15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
             return -1;
         e->zinit = 1;
+    } else if (codec == CODEC_SNAPPY || codec == CODEC_ZSTD || codec == CODEC_FAST_ZLIB) {
+        e->lib = &libs[codec];
+        if (codec == CODEC_FAST_ZLIB) {
+            /* Anything that does not fit in page_size - 1 bytes is stored raw:
+             * libdeflate stops there and returns 0. */
+            e->cap = (size_t)page_size - 1;
+            e->ctx = e->lib->create(e->lib->level);
+            return e->ctx == NULL ? -1 : 0;
+        }
+        e->cap = e->lib->bound((size_t)page_size);
+        if (codec == CODEC_ZSTD && (e->ctx = e->lib->create0()) == NULL)
+            return -1;
+        if (e->cap > (size_t)(page_size + headroom(page_size)) && (e->scratch = malloc(e->cap)) == NULL)
+            return -1;
     }
     return 0;
 }
@@ -128,6 +239,11 @@ static void encoder_close(struct encoder *e)
 {
     if (e->zinit)
         deflateEnd(&e->zs);
+    if (e->ctx != NULL && e->codec == CODEC_ZSTD)
+        e->lib->destroy_z(e->ctx);
+    else if (e->ctx != NULL)
+        e->lib->destroy(e->ctx);
+    free(e->scratch);
     free(e->lz);
 }
 
@@ -150,6 +266,24 @@ static Py_ssize_t encoder_page(struct encoder *e, const unsigned char *page, uns
         e->zs.avail_out = (uInt)(ps + headroom(ps));
         if (deflate(&e->zs, Z_FINISH) == Z_STREAM_END)
             got = (Py_ssize_t)e->zs.total_out;
+    } else if (e->lib != NULL) {
+        unsigned char *out = e->scratch != NULL ? e->scratch : to;
+        size_t n = e->cap;
+        if (e->codec == CODEC_SNAPPY) {
+            if (e->lib->snappy((const char *)page, (size_t)ps, (char *)out, &n) != 0) /* SNAPPY_OK */
+                n = (size_t)ps;
+        } else if (e->codec == CODEC_ZSTD) {
+            n = e->lib->zstd(e->ctx, out, n, page, (size_t)ps, e->lib->level);
+            if (e->lib->zstd_error(n))
+                n = (size_t)ps;
+        } else {
+            n = e->lib->deflate(e->ctx, page, (size_t)ps, out, n);
+            if (n == 0)
+                n = (size_t)ps;
+        }
+        if (n < (size_t)ps && out != to)
+            memcpy(to, out, n);
+        got = (Py_ssize_t)n;
     }
     if (got >= ps) {
         memcpy(to, page, (size_t)ps);
@@ -160,8 +294,12 @@ static Py_ssize_t encoder_page(struct encoder *e, const unsigned char *page, uns
 
 static int check_codec(int codec)
 {
-    if (codec != CODEC_NONE && codec != CODEC_ZLIB && codec != CODEC_LZO) {
+    if (codec < 0 || codec >= N_CODECS) {
         PyErr_SetString(PyExc_ValueError, "unknown codec");
+        return -1;
+    }
+    if (codec >= CODEC_SNAPPY && libs[codec].handle == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the codec's library is not loaded (load_codec)");
         return -1;
     }
     return 0;
@@ -1009,6 +1147,8 @@ static PyMethodDef methods[] = {
     {"lzo1x_1", lzo1x_1, METH_O, "lzo1x_1(data) -> bytes: LZO1X-1, the bytes lzo1x_1_compress() writes"},
     {"lzo1x_decompress", lzo1x_decompress, METH_VARARGS,
      "lzo1x_decompress(data, size) -> bytes: LZO1X decoded (at most size bytes), checked for corrupt input"},
+    {"load_codec", load_codec, METH_VARARGS,
+     "load_codec(codec, soname, level) -> file of the library, or None: load snappy, zstd or fast zlib"},
     {"headroom", py_headroom, METH_O, "headroom(page_size) -> extra bytes dst needs past n * page_size"},
     {NULL, NULL, 0, NULL},
 };

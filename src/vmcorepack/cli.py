@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     for c in codecs.CODECS.values():
         if c.option:
             comp.add_argument(c.option, dest="codec", action="store_const", const=c.name, help=c.help)
+    fast = codecs.FAST_ZLIB
+    p.add_argument(fast.option, dest="fast_zlib", action="store_true", help=fast.help)
     p.add_argument("-d", dest="dump_level", default="0", metavar="LEVEL", help="dump level 0-31 (default 0)")
     p.add_argument("-f", dest="force", action="store_true", help="overwrite an existing DUMPFILE")
     p.add_argument("-L", dest="limit", type=parse_size, default=None, metavar="SIZE", help="cap the output size")
@@ -411,12 +413,12 @@ def format_version() -> str:
     from vmcorepack import native
 
     lines = [f"vmcorepack: version {__version__} (makedumpfile-compatible)"]
-    for c in codecs.CODECS.values():
+    for c in codecs.encoders().values():
         if c.option:
             ok, how = codecs.status(c.name)
             lines.append(f"{c.name}\t{'enabled' if ok else 'disabled'} ({how})")
     if native.module() is not None:
-        loops = ", ".join(c.name for c in codecs.CODECS.values() if c.native_id is not None)
+        loops = ", ".join(c.name for c in codecs.encoders().values() if codecs.page_loop(c, 4096) is not None)
         ext = f"loaded (page loops for {loops})"
     elif native.built():
         ext = "built, disabled by VMCOREPACK_NATIVE=0 (Python page loops)"
@@ -487,6 +489,10 @@ def run(args: argparse.Namespace) -> int:
     elif len(args.files) != 2:
         raise UsageError("expected VMCORE DUMPFILE")
     codec = args.codec or "none"
+    if args.fast_zlib:
+        if codec != "zlib":
+            raise UsageError("--fast-zlib goes with -c (it is another encoder of zlib pages)")
+        codec = "fast-zlib"
     codecs.get_codec(codec)
     if args.stream_codec is not None:
         streams.require(args.stream_codec)

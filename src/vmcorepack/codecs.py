@@ -17,7 +17,18 @@ implementations, best first:
 - snappy: Google's libsnappy through ctypes, byte-identical to makedumpfile;
   otherwise python-snappy (a dependency), whose Rust ``snap`` encoder writes
   valid snappy that crash and libkdumpfile read, but other bytes.
-- zstd: zstandard (a dependency).
+- zstd: the system's libzstd through ctypes (the library makedumpfile links,
+  so its bytes); otherwise zstandard (a dependency), whose bundled libzstd may
+  be another version and write other (valid) frames.
+
+:data:`FAST_ZLIB` (``--fast-zlib``, in :func:`encoders`) writes zlib-format pages from
+libdeflate, a faster deflate encoder.  Every zlib reader (crash,
+libkdumpfile, drgn, makedumpfile) reads them, but they are not zlib's bytes,
+so it is an encoder of the zlib codec, not a codec of its own.
+
+The C page loop (_native.c) loads the same shared library as the ctypes
+implementation for snappy, zstd and fast-zlib (:attr:`Codec.library`), so
+both write the same bytes; without the library the Python loop is used.
 
 This is the only module that imports page codec libraries.
 """
@@ -66,6 +77,9 @@ class Codec:
         hint: What to install when no implementation loads.
         loaders: Functions returning an :class:`Impl`, best first; each
             raises ImportError or OSError when its library is missing.
+        library: The shared library (soname) the C page loop loads for this
+            codec, ``""`` when the loop has the codec built in.
+        level: The compression level passed to that library.
     """
 
     name: str
@@ -75,6 +89,8 @@ class Codec:
     native_id: int | None
     hint: str
     loaders: tuple[Callable[[], Impl], ...]
+    library: str = ""
+    level: int = 0
 
     def impl(self) -> Impl:
         """Return the implementation in use (the first that loads).
@@ -193,14 +209,32 @@ def page_loop(codec: Codec, page_size: int) -> PageLoop | None:
         The loop, when the extension is built, enabled and knows the codec.
     """
     mod = native.module()
-    if mod is None or codec.native_id is None:
+    if mod is None or codec.native_id is None or (codec.library and loop_library(codec.name) is None):
         return None
     return PageLoop(codec.native_id, int(mod.headroom(page_size)))
 
 
 @functools.cache
+def loop_library(name: str) -> str | None:
+    """Load the shared library the C page loop uses for a codec.
+
+    Args:
+        name: Codec name (one with :attr:`Codec.library`).
+
+    Returns:
+        The library's file, or None when the extension is absent or disabled
+        or the library is not installed.
+    """
+    mod, codec = native.module(), encoders()[name]
+    if mod is None or codec.native_id is None or not codec.library:
+        return None
+    path: str | None = mod.load_codec(codec.native_id, codec.library, codec.level)
+    return path
+
+
+@functools.cache
 def _impl(name: str) -> Impl:
-    codec = CODECS[name]
+    codec = encoders()[name]
     for load in codec.loaders:
         try:
             return load()
@@ -268,10 +302,19 @@ def _snappy_length(data: Buffer, size: int) -> None:
     raise ValueError("snappy preamble is malformed")
 
 
-def _libsnappy() -> Impl:
-    import ctypes.util  # only for -p: it pulls in subprocess and shutil at start-up
+#: The shared libraries (sonames) of the run-time codecs, for ctypes and the C loop.
+_SNAPPY_SO, _ZSTD_SO, _DEFLATE_SO = "libsnappy.so.1", "libzstd.so.1", "libdeflate.so.0"
 
-    name = ctypes.util.find_library("snappy") or "libsnappy.so.1"
+#: makedumpfile's zstd level (ZSTD_compressCCtx(..., 1)); libdeflate's level
+#: for --fast-zlib, its fastest: the output stays within a few per cent of
+#: zlib level 1's size (benchmarks/fastzlib.py).
+_ZSTD_LEVEL, _DEFLATE_LEVEL = 1, 1
+
+
+def _libsnappy() -> Impl:
+    import ctypes  # only for -p: it costs import time at start-up
+
+    name = _SNAPPY_SO
     lib = ctypes.CDLL(name)  # OSError when absent
     size_p = ctypes.POINTER(ctypes.c_size_t)
     lib.snappy_compress.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, size_p]
@@ -314,6 +357,79 @@ def _python_snappy() -> Impl:
     )
 
 
+def _libzstd() -> Impl:
+    import ctypes
+
+    lib = ctypes.CDLL(_ZSTD_SO)  # OSError when absent
+    lib.ZSTD_createCCtx.restype = ctypes.c_void_p
+    lib.ZSTD_compressCCtx.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+    ]
+    lib.ZSTD_compressCCtx.restype = ctypes.c_size_t
+    lib.ZSTD_decompress.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    lib.ZSTD_decompress.restype = ctypes.c_size_t
+    lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    lib.ZSTD_compressBound.argtypes = [ctypes.c_size_t]
+    lib.ZSTD_compressBound.restype = ctypes.c_size_t
+    lib.ZSTD_versionString.restype = ctypes.c_char_p
+    cctx = lib.ZSTD_createCCtx()
+    if not cctx:
+        raise OSError("ZSTD_createCCtx failed")
+
+    def compress(page: Buffer) -> bytes:
+        src = bytes(page)
+        bound = lib.ZSTD_compressBound(len(src))  # makedumpfile's buffer is at least this big
+        out = ctypes.create_string_buffer(bound)
+        n = lib.ZSTD_compressCCtx(cctx, out, bound, src, len(src), _ZSTD_LEVEL)
+        if lib.ZSTD_isError(n):
+            raise ValueError("ZSTD_compressCCtx failed")
+        return out.raw[:n]
+
+    def decompress(data: Buffer, size: int) -> bytes:
+        out = ctypes.create_string_buffer(size)
+        src = bytes(data)
+        n = lib.ZSTD_decompress(out, size, src, len(src))
+        if lib.ZSTD_isError(n):
+            raise ValueError("ZSTD_decompress failed")
+        return out.raw[:n]
+
+    return Impl(f"{_ZSTD_SO} {lib.ZSTD_versionString().decode()} through ctypes", compress, decompress)
+
+
+def _libdeflate() -> Impl:
+    import ctypes
+
+    lib = ctypes.CDLL(_DEFLATE_SO)  # OSError when absent
+    lib.libdeflate_alloc_compressor.restype = ctypes.c_void_p
+    lib.libdeflate_alloc_compressor.argtypes = [ctypes.c_int]
+    lib.libdeflate_zlib_compress.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+    ]
+    lib.libdeflate_zlib_compress.restype = ctypes.c_size_t
+    comp = lib.libdeflate_alloc_compressor(_DEFLATE_LEVEL)
+    if not comp:
+        raise OSError("libdeflate_alloc_compressor failed")
+
+    def compress(page: Buffer) -> bytes:
+        # Room for a page only: the page is stored raw unless it shrinks, and
+        # libdeflate returns 0 (stored raw here too) when it does not fit.
+        src = bytes(page)
+        out = ctypes.create_string_buffer(len(src))
+        n = lib.libdeflate_zlib_compress(comp, src, len(src), out, len(src))
+        return out.raw[:n] if n else src
+
+    return Impl(f"{_DEFLATE_SO} level {_DEFLATE_LEVEL} through ctypes", compress, _zlib_decompress)
+
+
 def _zstd_impl() -> Impl:
     import zstandard
 
@@ -323,7 +439,8 @@ def _zstd_impl() -> Impl:
         return dctx.decompress(data, max_output_size=size)
 
     version = ".".join(map(str, zstandard.ZSTD_VERSION))
-    return Impl(f"zstandard {zstandard.__version__}, libzstd {version}", cctx.compress, decompress)
+    label = f"zstandard {zstandard.__version__}, libzstd {version} : valid zstd, maybe not {_ZSTD_SO}'s bytes"
+    return Impl(label, cctx.compress, decompress)
 
 
 def _version(dist: str) -> str:
@@ -364,24 +481,52 @@ CODECS: dict[str, Codec] = {
             int(DumpStatus.COMPRESSED_SNAPPY),
             "-p",
             "compress pages with snappy",
-            None,
+            3,
             "apt-get install libsnappy1v5 (makedumpfile's bytes), or pip install python-snappy",
             (_libsnappy, _python_snappy),
+            _SNAPPY_SO,
         ),
         Codec(
             "zstd",
             int(DumpStatus.COMPRESSED_ZSTD),
             "-z",
             "compress pages with zstd",
-            None,
-            "pip install zstandard",
-            (_zstd_impl,),
+            4,
+            "apt-get install libzstd1 (makedumpfile's bytes), or pip install zstandard",
+            (_libzstd, _zstd_impl),
+            _ZSTD_SO,
+            _ZSTD_LEVEL,
         ),
     )
 }
 
+#: ``--fast-zlib``: the zlib flag, libdeflate's streams (an encoder of the zlib
+#: format with other bytes, so not one of :data:`CODECS`, which readers scan by flag).
+FAST_ZLIB = Codec(
+    "fast-zlib",
+    int(DumpStatus.COMPRESSED_ZLIB),
+    "--fast-zlib",
+    "with -c: compress pages with libdeflate, a faster zlib encoder (not in makedumpfile): "
+    "every zlib reader reads them, but the bytes and size differ from makedumpfile -c's",
+    5,
+    "apt-get install libdeflate0 (--fast-zlib needs libdeflate; plain -c does not)",
+    (_libdeflate,),
+    _DEFLATE_SO,
+    _DEFLATE_LEVEL,
+)
+
 #: Header status / page_desc.flags bits that name a codec.
 CODEC_FLAGS = functools.reduce(lambda a, c: a | c.flag, CODECS.values(), 0)
+
+
+def encoders() -> dict[str, Codec]:
+    """Return every page encoder by name: :data:`CODECS`, then :data:`FAST_ZLIB`.
+
+    Returns:
+        A new dict (looked up at each call, so that a replaced entry of
+        :data:`CODECS` takes effect).
+    """
+    return {**CODECS, FAST_ZLIB.name: FAST_ZLIB}
 
 
 def get_codec(name: str) -> Codec:
@@ -396,10 +541,11 @@ def get_codec(name: str) -> Codec:
     Raises:
         UnsupportedError: Unknown codec, or no implementation of it is installed.
     """
+    every = encoders()
     try:
-        codec = CODECS[name]
+        codec = every[name]
     except KeyError as e:
-        raise UnsupportedError(f"unknown codec {name!r} (choose from {', '.join(CODECS)})") from e
+        raise UnsupportedError(f"unknown codec {name!r} (choose from {', '.join(every)})") from e
     codec.impl()
     return codec
 
@@ -427,12 +573,15 @@ def status(name: str) -> tuple[bool, str]:
         name: Codec name.
 
     Returns:
-        (True, the implementation's label), or (False, the install hint).
+        (True, the implementation's label, and the library of the C page loop
+        when it loads one), or (False, the install hint).
     """
     try:
-        return True, get_codec(name).impl().label
+        label = get_codec(name).impl().label
     except UnsupportedError:
-        return False, CODECS[name].hint
+        return False, encoders()[name].hint
+    path = loop_library(name)
+    return True, label if path is None else f"C page loop: {path}; per page: {label}"
 
 
 def codec_for_flags(flags: int) -> Codec:

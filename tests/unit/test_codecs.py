@@ -104,9 +104,9 @@ def test_missing_codec_names_what_to_install(only) -> None:
         raise ImportError("no")
 
     only("zstd", missing)
-    with pytest.raises(UnsupportedError, match="zstd support is missing: pip install zstandard"):
+    with pytest.raises(UnsupportedError, match="zstd support is missing: apt-get install libzstd1"):
         codecs.get_codec("zstd")
-    assert codecs.status("zstd") == (False, "pip install zstandard")
+    assert codecs.status("zstd") == (False, codecs.CODECS["zstd"].hint)
     assert not codecs.available("zstd")
 
 
@@ -130,9 +130,16 @@ def test_version_lists_every_codec(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("vmcorepack: version ")
     names = [line.split("\t")[0] for line in lines[1:]]
-    assert names == ["zlib", "lzo", "snappy", "zstd", "C extension"]
-    for line in lines[1:5]:
+    assert names == ["zlib", "lzo", "snappy", "zstd", "fast-zlib", "C extension"]
+    for line in lines[1:6]:
         assert line.split("\t")[1].startswith(("enabled (", "disabled ("))
+    if native.module() is not None:
+        # Each codec the C loop loads a library for names that library's file.
+        for line in lines[3:6]:
+            name = line.split("\t")[0]
+            if codecs.loop_library(name) is not None:
+                assert f"C page loop: {codecs.loop_library(name)}" in line
+                assert name in lines[6]
 
 
 def test_plot_without_matplotlib_fails_before_the_report(
