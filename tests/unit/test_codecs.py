@@ -169,3 +169,35 @@ def test_mkfixture_checks_the_codec_before_writing(only, capsys: pytest.CaptureF
     assert rc == 1
     assert not img.exists()
     assert "snappy support is missing" in capsys.readouterr().err
+
+
+def test_fast_zlib_goes_with_c_only(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from vmcorepack.cli import main
+
+    for opts in (["--fast-zlib"], ["--fast-zlib", "-l"], ["-z", "--fast-zlib"]):
+        assert main([*opts, str(tmp_path / "in"), str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["vmcorepack: --fast-zlib goes with -c (it is another encoder of zlib pages)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_fast_zlib_without_libdeflate_fails_up_front(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    """One line naming what to install, before the input is opened; plain -c still works."""
+    from vmcorepack.cli import main
+
+    def missing() -> codecs.Impl:
+        raise OSError("libdeflate.so.0: cannot open shared object file")
+
+    monkeypatch.setattr(codecs, "FAST_ZLIB", dataclasses.replace(codecs.FAST_ZLIB, loaders=(missing,)))
+    codecs._impl.cache_clear()
+    try:
+        assert main(["--fast-zlib", "-c", str(tmp_path / "absent"), str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["vmcorepack: fast-zlib support is missing: " + codecs.FAST_ZLIB.hint]
+        assert "apt-get install libdeflate0" in err[0]
+        assert codecs.status("fast-zlib") == (False, codecs.FAST_ZLIB.hint)
+        assert codecs.available("zlib")
+    finally:
+        codecs._impl.cache_clear()

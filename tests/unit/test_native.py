@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -64,13 +66,17 @@ def _encode(raw: bytes, known: np.ndarray, ps: int, codec: str, share_zero: bool
     return enc.descs.tobytes(), bytes(data)
 
 
-@pytest.mark.parametrize("codec", ["none", "zlib", "lzo"])
+@pytest.mark.parametrize("codec", ["none", "zlib", "lzo", "snappy", "zstd", "fast-zlib"])
 @pytest.mark.parametrize("share_zero", [True, False])
 @pytest.mark.parametrize("ps", [4096, 16384])
 def test_native_equals_python(codec: str, share_zero: bool, ps: int) -> None:
     _native_or_skip()
     if codec == "lzo" and not codecs.available("lzo"):
         pytest.fail("python-lzo missing") if IN_CI else pytest.skip("python-lzo missing")
+    lib = codecs.encoders()[codec].library
+    if lib and codecs.loop_library(codec) is None:
+        # Else both runs would take the Python loop and the test would compare it with itself.
+        pytest.fail(f"{lib} missing") if IN_CI else pytest.skip(f"{lib} missing")
     raw, known = _pages(ps, seed=ps + share_zero)
     for mask in (np.zeros_like(known), known):
         assert _encode(raw, mask, ps, codec, share_zero, True) == _encode(raw, mask, ps, codec, share_zero, False)
@@ -96,6 +102,26 @@ def test_native_zero_test_sees_every_byte(ps: int) -> None:
     loop.encode(rows.tobytes(), ps, True, bytearray((ps + 1) * ps + loop.headroom), sizes.data)
     assert (sizes[:ps] == ps).all()  # stored raw, not shared as zero
     assert sizes[ps] == -1
+
+
+def test_native_refuses_a_codec_whose_library_is_not_loaded() -> None:
+    _native_or_skip()
+    mod = native_mod.library()
+    with pytest.raises(ValueError, match="not a run-time codec"):
+        mod.load_codec(codecs.CODECS["zlib"].native_id, "libz.so.1", 1)
+    with pytest.raises(ValueError, match="unknown codec"):
+        mod.encode_pages(99, bytes(4096), 4096, True, bytearray(8192), bytearray(8))
+    # A fresh process, where nothing has loaded libsnappy yet: the loop refuses rather than crash.
+    code = (
+        "from vmcorepack import _native as m\n"
+        "try:\n"
+        f"    m.encode_pages({codecs.CODECS['snappy'].native_id}, bytes(4096), 4096, True, "
+        "bytearray(8192), bytearray(8))\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "not loaded" in out
 
 
 def test_native_rejects_bad_buffers() -> None:
