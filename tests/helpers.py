@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +62,19 @@ def runs(pfns: np.ndarray) -> Iterator[tuple[int, int]]:
     ends = np.concatenate((brk, [len(pfns)]))
     for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
         yield int(pfns[a]), b - a
+
+
+def check_every_page(read: Callable[[int, int], bytes], vmcore: Path, run: int = 256) -> int:
+    """Compare ``read(pfn, count)`` (a reader of a dump) with the ELF's pages, ``run`` pages per call.
+
+    Returns:
+        The number of pages compared (every pfn of the ELF's PT_LOADs).
+    """
+    src = elf_page_reader(vmcore)
+    checked = 0
+    for start, count in runs(elf_ram_pfns(vmcore)):
+        for a in range(start, start + count, run):
+            n = min(run, start + count - a)
+            assert read(a, n) == src(a, n), f"pfn {a:#x}+{n} differs"
+            checked += n
+    return checked

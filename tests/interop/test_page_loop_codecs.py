@@ -18,15 +18,13 @@ from pathlib import Path
 import pytest
 
 from conftest import CACHE, IN_CI, REPO, VECTORS, reference_head, require_kdumpfile, require_tool
-from helpers import elf_page_reader, elf_ram_pfns, runs
+from helpers import check_every_page
 from vmcorepack import codecs, native
 from vmcorepack.cli import main
 from vmcorepack.formats import kdump
 from vmcorepack.reader import KdumpReader
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
-
-READ_RUN = 256  # pages per reader call
 
 
 def _require_system_library(name: str) -> None:
@@ -134,14 +132,9 @@ def test_fast_zlib_is_not_zlibs_bytes(fast_dump: Path) -> None:
 def test_fast_zlib_libkdumpfile_reads_every_page(real_vmcore: Path, fast_dump: Path) -> None:
     kdumpfile = require_kdumpfile()
     k = kdumpfile.kdumpfile(str(fast_dump))
-    src = elf_page_reader(real_vmcore)
-    checked = 0
-    for start, count in runs(elf_ram_pfns(real_vmcore)):
-        for a in range(start, start + count, READ_RUN):
-            n = min(READ_RUN, start + count - a)
-            assert bytes(k.read(kdumpfile.KDUMP_MACHPHYSADDR, a * 4096, n * 4096)) == src(a, n), f"pfn {a:#x}+{n}"
-            checked += n
-    assert checked == 212_856
+    assert check_every_page(
+        lambda a, n: bytes(k.read(kdumpfile.KDUMP_MACHPHYSADDR, a * 4096, n * 4096)), real_vmcore
+    ) == (212_856)
 
 
 def test_fast_zlib_drgn_reads_every_page(real_vmcore: Path, fast_dump: Path) -> None:
@@ -151,11 +144,7 @@ def test_fast_zlib_drgn_reads_every_page(real_vmcore: Path, fast_dump: Path) -> 
         pytest.fail("drgn is not installed") if IN_CI else pytest.skip("drgn not installed")
     prog = drgn.Program()
     prog.set_core_dump(str(fast_dump))
-    src = elf_page_reader(real_vmcore)
-    for start, count in runs(elf_ram_pfns(real_vmcore)):
-        for a in range(start, start + count, READ_RUN):
-            n = min(READ_RUN, start + count - a)
-            assert prog.read(a * 4096, n * 4096, True) == src(a, n), f"pfn {a:#x}+{n}"
+    assert check_every_page(lambda a, n: prog.read(a * 4096, n * 4096, True), real_vmcore) == 212_856
 
 
 def test_fast_zlib_crash_opens_it(fast_dump: Path) -> None:

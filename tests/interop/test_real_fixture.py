@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import IN_CI, codec_params, reference_head, require_kdumpfile, require_tool
-from helpers import elf_page_reader, elf_ram_pfns, runs
+from helpers import check_every_page
 from vmcorepack import codecs
 from vmcorepack.pipeline import PackOptions, pack
 from vmcorepack.reader import KdumpReader
 from vmcorepack.sources import open_elf
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
-
-READ_RUN = 256  # pages per reader call
 
 
 @pytest.fixture(scope="session")
@@ -44,14 +42,9 @@ def test_libkdumpfile_reads_every_page(real_vmcore: Path, dumps: dict, level: in
     kdumpfile = require_kdumpfile()
     path = dumps[(level, codec)]
     k = kdumpfile.kdumpfile(str(path))
-    src = elf_page_reader(real_vmcore)
-    checked = 0
-    for start, count in runs(elf_ram_pfns(real_vmcore)):
-        for a in range(start, start + count, READ_RUN):
-            n = min(READ_RUN, start + count - a)
-            got = k.read(kdumpfile.KDUMP_MACHPHYSADDR, a * 4096, n * 4096)
-            assert bytes(got) == src(a, n), f"pfn {a:#x}+{n} differs"
-            checked += n
+    checked = check_every_page(
+        lambda a, n: bytes(k.read(kdumpfile.KDUMP_MACHPHYSADDR, a * 4096, n * 4096)), real_vmcore
+    )
     assert checked > 200_000
 
 
@@ -66,11 +59,7 @@ def test_drgn_reads_every_page(real_vmcore: Path, dumps: dict, level: int, codec
         pytest.skip("drgn not installed")
     prog = drgn.Program()
     prog.set_core_dump(str(dumps[(level, codec)]))
-    src = elf_page_reader(real_vmcore)
-    for start, count in runs(elf_ram_pfns(real_vmcore)):
-        for a in range(start, start + count, READ_RUN):
-            n = min(READ_RUN, start + count - a)
-            assert prog.read(a * 4096, n * 4096, True) == src(a, n), f"pfn {a:#x}+{n} differs"
+    check_every_page(lambda a, n: prog.read(a * 4096, n * 4096, True), real_vmcore)
 
 
 @pytest.mark.parametrize("level", [0, 1])
