@@ -33,7 +33,14 @@ import threading
 import time
 from pathlib import Path
 
-CODEC_OPT = {"none": [], "zlib": ["-c"], "lzo": ["-l"], "snappy": ["-p"], "zstd": ["-z"]}
+CODEC_OPT = {
+    "none": [],
+    "zlib": ["-c"],
+    "lzo": ["-l"],
+    "snappy": ["-p"],
+    "zstd": ["-z"],
+    "fast-zlib": ["--fast-zlib", "-c"],
+}
 
 
 def _children(pid: int) -> list[int]:
@@ -121,6 +128,7 @@ class Result:
     ours_min: float = 0.0
     ours_max: float = 0.0
     reread_mib: int = 0  # input found evicted before the runs and read again, MiB in all
+    cpus: str = "2"  # "1": both tools pinned to one CPU (taskset -c 0); "2": vmcorepack with 2 workers
 
     @property
     def ratio(self) -> float:

@@ -7,10 +7,13 @@ to .cache/vmcore-A.elf) and generator images of each size with a mix of
 about 30% zero pages, 60% kernel- and file-like pages and 10% incompressible
 content (built once with vmcorepack-mkfixture, kept in --dir).
 
-Cases: every input at -d 1 and -d 31 with -l and -c against makedumpfile
-(single-threaded, as kdump services run it), and with -z and -p against
-vmcorepack's own one-process run (makedumpfile from Debian has neither).
-vmcorepack runs with --workers 2.
+Cases: every input at -d 1 and -d 31 with -l, -c, -z, -p and --fast-zlib -c
+against makedumpfile 1.7.9 built with every codec (benchmarks/build_makedumpfile.sh;
+Debian's 1.7.2 has no -z or -p), which runs single-threaded as kdump services
+run it; --fast-zlib -c (vmcorepack's own) is compared with makedumpfile -c.
+Each case runs twice: on one CPU (both tools under ``taskset -c 0``, vmcorepack
+choosing its workers itself, as in a capture kernel booted with nr_cpus=1) and
+with vmcorepack on two workers (``--cpus`` picks).
 
 Writes benchmarks/results/results.md (the table, with each tool's fastest and
 slowest run and how much of the input had to be read back into the page cache
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +41,13 @@ SHARED_FIXTURE = REPO.parent / "shared" / "fixtures" / "vmcore-A.elf.zst"
 #: Page kinds of the generated images: the rest (30%) is zero pages; 10% of
 #: the non-zero pages get random content (the generator's default).
 MIX = "kernel=0.08,pgtable=0.01,cache=0.2,cache_private=0.04,swapcache=0.02,anon=0.15,buddy=0.1,thp=0.04,slab=0.06"
+
+
+def makedumpfile_179() -> str:
+    """The makedumpfile 1.7.9 that build_makedumpfile.sh leaves in the cache, else the one on PATH."""
+    cache = Path(os.environ.get("VMCOREPACK_CACHE", REPO / ".cache"))
+    built = cache / "makedumpfile-1.7.9" / "makedumpfile"
+    return str(built) if built.exists() else shutil.which("makedumpfile") or "makedumpfile"
 
 
 def real_fixture() -> Path:
@@ -60,8 +71,8 @@ def image(directory: Path, size: str) -> Path:
     return path
 
 
-def plot(results: list[Result], png: Path) -> None:
-    """Throughput (input bytes per second) against input size, one line per codec and tool."""
+def plot(results: list[Result], png: Path, cpus: str) -> None:
+    """Throughput (input bytes per second) against input size, one line per codec and tool, for one ``cpus``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,7 +81,7 @@ def plot(results: list[Result], png: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, level in zip(axes, ("1", "31"), strict=True):
         for codec in CODEC_OPT:
-            mine = [r for r in results if r.level == level and r.codec == codec]
+            mine = [r for r in results if r.level == level and r.codec == codec and r.cpus == cpus]
             # Lines over the generator images; the real fixture (about the size
             # of the 1 GiB image) as separate stars.
             rs = sorted((r for r in mine if r.input.startswith("mix-")), key=lambda r: r.ram_bytes)
@@ -104,9 +115,17 @@ def plot(results: list[Result], png: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("MiB of input per second")
     axes[1].legend(fontsize=7)
-    fig.suptitle("vmcorepack (2 workers) against makedumpfile 1.7.2 and its own one-process run")
+    who = "both on one CPU" if cpus == "1" else "vmcorepack with 2 workers"
+    fig.suptitle(f"vmcorepack against makedumpfile 1.7.9 (single-threaded), {who}")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
+
+
+def _plots(results: list[Result]) -> None:
+    """throughput.png (two workers) and throughput-1cpu.png (one CPU), for the cases run."""
+    for cpus, name in (("2", "throughput.png"), ("1", "throughput-1cpu.png")):
+        if any(r.cpus == cpus for r in results):
+            plot(results, RESULTS / name, cpus)
 
 
 def main() -> int:
@@ -115,7 +134,9 @@ def main() -> int:
     ap.add_argument("--sizes", default="1G,4G,8G", help="generator image sizes")
     ap.add_argument("--dir", type=Path, default=REPO / ".cache" / "bench", help="where the images are kept")
     ap.add_argument("--quick", action="store_true", help="one run, real fixture and the smallest image only")
-    ap.add_argument("--makedumpfile", default=shutil.which("makedumpfile") or "makedumpfile")
+    ap.add_argument("--makedumpfile", default=makedumpfile_179(), help="1.7.9 with all codecs (default: the cache's)")
+    ap.add_argument("--cpus", default="1,2", help="1: both tools on CPU 0; 2: vmcorepack with 2 workers")
+    ap.add_argument("--codecs", default="lzo,zlib,fast-zlib,zstd,snappy", help="codecs to run")
     ap.add_argument("--plot-only", action="store_true", help="redraw throughput.png from results.csv")
     args = ap.parse_args()
     if args.plot_only:
@@ -125,7 +146,7 @@ def main() -> int:
             rows = [
                 Result(**{k: conv[str(types[k])](v) for k, v in rec.items() if k in types}) for rec in csv.DictReader(f)
             ]
-        plot(rows, RESULTS / "throughput.png")
+        _plots(rows)
         return 0
     runs = 1 if args.quick else args.runs
     sizes = args.sizes.split(",")[:1] if args.quick else args.sizes.split(",")
@@ -135,16 +156,20 @@ def main() -> int:
     print(HEADER, flush=True)
     for path in inputs:
         for level in ("1", "31"):
-            for codec in ("lzo", "zlib", "zstd", "snappy"):
-                opts = [*CODEC_OPT[codec], "-d", level, "--message-level", "0"]
-                ours = [ours_tool, *opts, "--workers", "2"]
-                if codec in ("lzo", "zlib"):
-                    r = compare(str(path), level, codec, runs, ours, [args.makedumpfile, *opts])
-                else:
-                    one = [ours_tool, *opts, "--workers", "0"]
-                    r = compare(str(path), level, codec, runs, ours, one, "vmcorepack w0")
-                results.append(r)
-                print(row(r), flush=True)
+            for codec in args.codecs.split(","):
+                for cpus in args.cpus.split(","):
+                    opts = [*CODEC_OPT[codec], "-d", level, "--message-level", "0"]
+                    # makedumpfile has no --fast-zlib: its -c is what --fast-zlib is to beat.
+                    base = [args.makedumpfile, *CODEC_OPT["zlib" if codec == "fast-zlib" else codec], *opts[-3:]]
+                    ours = [ours_tool, *opts]
+                    if cpus == "1":
+                        pin = ["taskset", "-c", "0"]
+                        base, ours = [*pin, *base], [*pin, *ours]
+                    else:
+                        ours += ["--workers", "2"]
+                    r = dataclasses.replace(compare(str(path), level, codec, runs, ours, base), cpus=cpus)
+                    results.append(r)
+                    print(row(r), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -153,20 +178,21 @@ def main() -> int:
             w.writerow([*dataclasses.astuple(r), f"{r.ratio:.3f}"])
     with open(RESULTS / "results.md", "w") as f:
         f.write(f"`python benchmarks/suite.py --runs {runs} --sizes {','.join(sizes)}`, median of {runs}\n\n")
+        f.write(f"baseline: {args.makedumpfile}\n\n")
         f.write(
-            "| input | options | baseline | baseline s | vmcorepack s | ratio | peak MiB (base / ours) | size "
+            "| input | options | CPUs | baseline | baseline s | vmcorepack s | ratio | peak MiB (base / ours) | size "
             "| baseline range s | vmcorepack range s | input re-read MiB |\n"
         )
-        f.write("| --- | --- | --- | ---: | ---: | ---: | --- | ---: | --- | --- | ---: |\n")
+        f.write("| --- | --- | ---: | --- | ---: | ---: | ---: | --- | ---: | --- | --- | ---: |\n")
         for r in results:
             rel = r.ours_bytes / r.base_bytes if r.base_bytes else 0.0
             f.write(
-                f"| {r.input} | -d {r.level} {r.codec} | {r.baseline} | {r.base_s:.2f} | {r.ours_s:.2f} | "
+                f"| {r.input} | -d {r.level} {r.codec} | {r.cpus} | {r.baseline} | {r.base_s:.2f} | {r.ours_s:.2f} | "
                 f"{r.ratio:.2f} | {r.base_kib / 1024:.1f} / {r.ours_kib / 1024:.1f} | {rel:.3f} | "
                 f"{r.base_min:.2f}-{r.base_max:.2f} | {r.ours_min:.2f}-{r.ours_max:.2f} | {r.reread_mib} |\n"
             )
-    plot(results, RESULTS / "throughput.png")
-    print(f"wrote {RESULTS / 'results.md'}, results.csv and throughput.png")
+    _plots(results)
+    print(f"wrote {RESULTS / 'results.md'}, results.csv and the throughput plots")
     return 0
 
 

@@ -306,8 +306,10 @@ def _snappy_length(data: Buffer, size: int) -> None:
 _SNAPPY_SO, _ZSTD_SO, _DEFLATE_SO = "libsnappy.so.1", "libzstd.so.1", "libdeflate.so.0"
 
 #: makedumpfile's zstd level (ZSTD_compressCCtx(..., 1)); libdeflate's level
-#: for --fast-zlib, its fastest: the output stays within a few per cent of
-#: zlib level 1's size (benchmarks/fastzlib.py).
+#: for --fast-zlib, its fastest, whose output stays within a few per cent of
+#: zlib level 1's size.  libdeflate rather than ISA-L (its level 1 as fast on
+#: the real fixture, a little larger, and it needs its header at build time)
+#: or zlib-ng (not in Debian 12): benchmarks/deflate_encoders.c.
 _ZSTD_LEVEL, _DEFLATE_LEVEL = 1, 1
 
 
