@@ -250,7 +250,7 @@ def compare(
 
 
 HEADER = (
-    f"{'input':<22} {'opts':<9} {'baseline':<13} {'base s':>7} {'ours s':>7} {'ratio':>6} "
+    f"{'input':<22} {'opts':<13} {'CPUs':>4} {'baseline':<13} {'base s':>7} {'ours s':>7} {'ratio':>6} "
     f"{'base MiB':>8} {'ours MiB':>8} {'base bytes':>12} {'ours bytes':>12} {'size':>6} "
     f"{'base range':>11} {'ours range':>11} {'re-read MiB':>11}"
 )
@@ -260,8 +260,8 @@ def row(r: Result) -> str:
     """Format one result as a table line under :data:`HEADER`."""
     rel = r.ours_bytes / r.base_bytes if r.base_bytes else 0.0
     return (
-        f"{r.input:<22} {'-d' + r.level + ' ' + r.codec:<9} {r.baseline:<13} {r.base_s:7.2f} {r.ours_s:7.2f} "
-        f"{r.ratio:6.2f} {r.base_kib / 1024:8.1f} {r.ours_kib / 1024:8.1f} {r.base_bytes:12d} {r.ours_bytes:12d} "
+        f"{r.input:<22} {'-d' + r.level + ' ' + r.codec:<13} {r.cpus:>4} {r.baseline:<13} "
+        f"{r.base_s:7.2f} {r.ours_s:7.2f} {r.ratio:6.2f} {r.base_kib / 1024:8.1f} {r.ours_kib / 1024:8.1f} {r.base_bytes:12d} {r.ours_bytes:12d} "
         f"{rel:6.3f} {r.base_min:5.2f}-{r.base_max:<5.2f} {r.ours_min:5.2f}-{r.ours_max:<5.2f} {r.reread_mib:11d}"
     )
 

@@ -37,6 +37,7 @@ from bench import CODEC_OPT, HEADER, Result, compare, row
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SHARED_FIXTURE = REPO.parent / "shared" / "fixtures" / "vmcore-A.elf.zst"
+CACHE = Path(os.environ.get("VMCOREPACK_CACHE", REPO / ".cache"))
 
 #: Page kinds of the generated images: the rest (30%) is zero pages; 10% of
 #: the non-zero pages get random content (the generator's default).
@@ -45,14 +46,13 @@ MIX = "kernel=0.08,pgtable=0.01,cache=0.2,cache_private=0.04,swapcache=0.02,anon
 
 def makedumpfile_179() -> str:
     """The makedumpfile 1.7.9 that build_makedumpfile.sh leaves in the cache, else the one on PATH."""
-    cache = Path(os.environ.get("VMCOREPACK_CACHE", REPO / ".cache"))
-    built = cache / "makedumpfile-1.7.9" / "makedumpfile"
+    built = CACHE / "makedumpfile-1.7.9" / "makedumpfile"
     return str(built) if built.exists() else shutil.which("makedumpfile") or "makedumpfile"
 
 
 def real_fixture() -> Path:
     """Return the decompressed real vmcore, decompressing it on first use."""
-    out = REPO / ".cache" / "vmcore-A.elf"
+    out = CACHE / "vmcore-A.elf"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["zstd", "-q", "-d", "-f", str(SHARED_FIXTURE), "-o", str(out)], check=True)
@@ -158,10 +158,10 @@ def main() -> int:
         for level in ("1", "31"):
             for codec in args.codecs.split(","):
                 for cpus in args.cpus.split(","):
-                    opts = [*CODEC_OPT[codec], "-d", level, "--message-level", "0"]
+                    common = ["-d", level, "--message-level", "0"]
                     # makedumpfile has no --fast-zlib: its -c is what --fast-zlib is to beat.
-                    base = [args.makedumpfile, *CODEC_OPT["zlib" if codec == "fast-zlib" else codec], *opts[-3:]]
-                    ours = [ours_tool, *opts]
+                    base = [args.makedumpfile, *CODEC_OPT["zlib" if codec == "fast-zlib" else codec], *common]
+                    ours = [ours_tool, *CODEC_OPT[codec], *common]
                     if cpus == "1":
                         pin = ["taskset", "-c", "0"]
                         base, ours = [*pin, *base], [*pin, *ours]
