@@ -261,7 +261,8 @@ def row(r: Result) -> str:
     rel = r.ours_bytes / r.base_bytes if r.base_bytes else 0.0
     return (
         f"{r.input:<22} {'-d' + r.level + ' ' + r.codec:<13} {r.cpus:>4} {r.baseline:<13} "
-        f"{r.base_s:7.2f} {r.ours_s:7.2f} {r.ratio:6.2f} {r.base_kib / 1024:8.1f} {r.ours_kib / 1024:8.1f} {r.base_bytes:12d} {r.ours_bytes:12d} "
+        f"{r.base_s:7.2f} {r.ours_s:7.2f} {r.ratio:6.2f} {r.base_kib / 1024:8.1f} {r.ours_kib / 1024:8.1f} "
+        f"{r.base_bytes:12d} {r.ours_bytes:12d} "
         f"{rel:6.3f} {r.base_min:5.2f}-{r.base_max:<5.2f} {r.ours_min:5.2f}-{r.ours_max:<5.2f} {r.reread_mib:11d}"
     )
 
