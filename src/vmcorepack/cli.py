@@ -166,7 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--info", action="store_true", help="describe DUMPFILE (or all its split parts)")
     p.add_argument("--json", action="store_true", help="with --info: print JSON")
     p.add_argument("--plot", metavar="PNG", default=None, help="with --info: draw physical memory by page kind")
-    p.add_argument("--source", metavar="VMCORE", default=None, help="with --plot: classify excluded pages")
+    p.add_argument(
+        "--source",
+        metavar="VMCORE",
+        default=None,
+        help="with --plot: tell kept and excluded pages apart (kernel, page cache, user, free)",
+    )
     p.add_argument(
         "--verify",
         action="store_true",
