@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,3 +63,13 @@ def runs(pfns: np.ndarray) -> Iterator[tuple[int, int]]:
     ends = np.concatenate((brk, [len(pfns)]))
     for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
         yield int(pfns[a]), b - a
+
+
+#: A makedumpfile progress line written without a carriage return (print_progress):
+#: the phase padded to 50 columns, then tenths of a percent.
+PROGRESS_LINE = re.compile(r"^(?P<phase>[A-Z][a-z ]+?) +: \[(?P<pct>[ \d]{3}\.\d) %\]$")
+
+
+def message_lines(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that are not progress lines."""
+    return [line for line in stderr.strip().splitlines() if not PROGRESS_LINE.match(line)]
