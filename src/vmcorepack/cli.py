@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from vmcorepack import __version__, codecs, pipeline, sources, streams, writer
+from vmcorepack import __version__, codecs, pipeline, sources, streams, sysmem, writer
 from vmcorepack.constants import DISKDUMP_SIGNATURE, KDUMP_SIGNATURE, MAX_DUMP_LEVEL
 from vmcorepack.errors import IncompleteDumpError, OutputError, UsageError, VmcorepackError
 from vmcorepack.formats import flat
@@ -380,7 +380,25 @@ def _workers(args: argparse.Namespace) -> int:
         n = n if n > 1 else 0
     if n < 0:
         raise UsageError("the number of workers must be >= 0")
-    return n
+    return _budget_workers(n)
+
+
+def _budget_workers(n: int) -> int:
+    """Ask for no more workers than memory holds: services pass --num-threads=$(nproc) however small the reservation."""
+    found = sysmem.available_kib()
+    if n == 0 or found is None:
+        return n
+    avail, where, what = found
+    mine = sysmem.meminfo_kib("VmRSS", "/proc/self/status") or 0
+    fit = sysmem.workers_that_fit(n, avail, mine)
+    if fit < n:
+        need = (sysmem.BASE_KIB + n * sysmem.WORKER_KIB - mine) >> 10
+        _err(
+            f"warning: {where}: {n} workers need about {need} MiB and {avail >> 10} MiB are available "
+            f"({what}); using {fit or 'no'} worker{'' if fit == 1 else 's'}"
+            + (" (pages compressed in this process)" if fit == 0 else "")
+        )
+    return fit
 
 
 def _run_dmesg(args: argparse.Namespace, msg_level: int) -> int:
@@ -784,7 +802,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
         src = _open_source(args, args.files[-1])
         prog = _Progress(sys.stderr, bool(args.message_level & ML_PROGRESS))
         try:
-            workers = args.workers if args.workers is not None else 2
+            workers = _budget_workers(args.workers if args.workers is not None else 2)
             report = dumpverify.verify(args.files[:-1], src, workers=workers, progress=prog if prog.enabled else None)
         finally:
             prog.close()
