@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from vmcorepack import bitmap
-from vmcorepack.codecs import CODECS, Codec, codec_for_flags
+from vmcorepack.codecs import CODEC_FLAGS, Codec, codec_for_flags
 from vmcorepack.constants import DumpStatus
 from vmcorepack.errors import UnsupportedError, VmcoreinfoError
 from vmcorepack.filter import PageFilter
@@ -51,9 +51,6 @@ CHUNK_PAGES = 4096
 BITMAP_WINDOW = 1 << 22
 #: pfns named per finding.
 MAX_PFNS = 8
-_KNOWN_FLAGS = 0
-for _c in CODECS.values():
-    _KNOWN_FLAGS |= _c.flag
 
 # Finding codes.
 CONTENT = "content-mismatch"
@@ -234,7 +231,7 @@ def _check_chunk(task: _Task) -> tuple[int, int, dict[str, Finding]]:
         out.add(sev, INCOMPLETE, "page descriptor is zeroed (page not written)", pfns[zeroed])
     is_zero = (off == zoff) & ~zeroed if zoff is not None else np.zeros(n, bool)
     bad = ~zeroed & (
-        (off < 0) | (size <= 0) | (size > ps) | ((flags & ~_KNOWN_FLAGS) != 0) | ((flags == 0) & (size != ps))
+        (off < 0) | (size <= 0) | (size > ps) | ((flags & ~CODEC_FLAGS) != 0) | ((flags == 0) & (size != ps))
     )
     if bad.any():
         out.add(
