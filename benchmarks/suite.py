@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/suite.py [--runs 3] [--sizes 1G,4G,8G] [--dir .cache/bench] [--quick]
 
-Inputs: the real fixture (../shared/fixtures/vmcore-A.elf.zst, decompressed
+Inputs: the real fixture ($VMCOREPACK_FIXTURES/vmcore-A.elf.zst, default ../shared/fixtures; decompressed
 to .cache/vmcore-A.elf) and generator images of each size with a mix of
 about 30% zero pages, 60% kernel- and file-like pages and 10% incompressible
 content (built once with vmcorepack-mkfixture, kept in --dir).
@@ -36,7 +36,8 @@ from bench import CODEC_OPT, HEADER, Result, compare, row
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-SHARED_FIXTURE = REPO.parent / "shared" / "fixtures" / "vmcore-A.elf.zst"
+#: Where the real fixture lives: the setting and default of tests/conftest.py (FIXTURES).
+SHARED_FIXTURE = Path(os.environ.get("VMCOREPACK_FIXTURES") or REPO.parent / "shared" / "fixtures") / "vmcore-A.elf.zst"
 CACHE = Path(os.environ.get("VMCOREPACK_CACHE", REPO / ".cache"))
 
 #: Page kinds of the generated images: the rest (30%) is zero pages; 10% of

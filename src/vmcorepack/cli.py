@@ -14,9 +14,9 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from vmcorepack import __version__, codecs, pipeline, sources, streams, writer
+from vmcorepack import __version__, codecs, pipeline, sources, streams, sysmem, writer
 from vmcorepack.constants import DISKDUMP_SIGNATURE, KDUMP_SIGNATURE, MAX_DUMP_LEVEL
 from vmcorepack.errors import IncompleteDumpError, OutputError, UsageError, VmcorepackError
 from vmcorepack.formats import flat
@@ -24,9 +24,18 @@ from vmcorepack.kernel import arch
 
 if TYPE_CHECKING:
     from vmcorepack import info as dumpinfo
+    from vmcorepack import verify as dumpverify
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+#: ``--verify``: the dump is complete and every page equals the source's.
+EXIT_VERIFY_OK = EXIT_OK
+#: ``--verify``: a mismatch or a damaged dump (or any failure to run).
+EXIT_VERIFY_FAILED = EXIT_FAILURE
+#: ``--verify``: every page the dump holds is right, but it is incomplete (cut by
+#: -L, a full disk or a kill): usable, not whole.  2 is free for this since usage
+#: errors exit with 1 (cli._Parser).
+EXIT_VERIFY_INCOMPLETE = 2
 
 # makedumpfile --message-level bits.
 ML_PROGRESS = 1
@@ -53,28 +62,48 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 @functools.cache
 def _columns() -> int:
-    # shutil.get_terminal_size's order; a zero, negative or unparsable value falls through.
+    return _terminal_width(sys.__stdout__) or 80
+
+
+def _terminal_width(stream: TextIO | None) -> int:
+    """Columns as shutil finds them: $COLUMNS, else the terminal on ``stream``; 0 when neither says.
+
+    A zero, negative or unparsable value falls through: a serial console and
+    a terminal under ``script`` report 0 columns.
+    """
     try:
         columns = int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
         columns = 0
     if columns <= 0:
         try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 0
+            columns = os.get_terminal_size(stream.fileno()).columns if stream else 0
         except (AttributeError, ValueError, OSError):
             columns = 0
-    return columns if columns > 0 else 80
+    return max(columns, 0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a :class:`UsageError`: one line, exit status 1, as for every failure.
+
+    argparse itself prints the whole usage (a dozen lines) and exits with 2.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (vmcorepack -h lists the options)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser (makedumpfile's option names)."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="vmcorepack",
         formatter_class=_HelpFormatter,
         description="Write kdump-compressed dumps (makedumpfile-compatible) from ELF vmcores and raw images.",
         epilog=(
             "forms: vmcorepack [-c|-l|-p|-z] [-d LEVEL] VMCORE DUMPFILE; "
-            "vmcorepack -F [options] VMCORE > STREAM; vmcorepack -R DUMPFILE < STREAM"
+            "vmcorepack -F [options] VMCORE > STREAM; vmcorepack -R DUMPFILE < STREAM. "
+            "Exit status: 0 success, 1 failure (one line on stderr); "
+            "--verify also 2 when the dump is sound but incomplete."
         ),
     )
     comp = p.add_mutually_exclusive_group()
@@ -119,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cyclic-buffer", type=int, default=None, metavar="KiB", help="bitmap buffer per cycle, KiB")
     p.add_argument("--non-mmap", action="store_true", help="read the input with read() only")
-    p.add_argument("--mmap", action="store_true", help="read through mmap windows (default only for /proc/vmcore)")
+    p.add_argument(
+        "--mmap",
+        action="store_true",
+        help="read through mmap windows (default: mmap for scattered pages of regular files, read() for /proc/vmcore)",
+    )
     p.add_argument(
         "-b", dest="block_order", type=int, default=None, help="accepted for compatibility (write cache order)"
     )
@@ -135,8 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--info", action="store_true", help="describe DUMPFILE (or all its split parts)")
     p.add_argument("--json", action="store_true", help="with --info: print JSON")
     p.add_argument("--plot", metavar="PNG", default=None, help="with --info: draw physical memory by page kind")
-    p.add_argument("--source", metavar="VMCORE", default=None, help="with --plot: classify excluded pages")
-    p.add_argument("--verify", action="store_true", help="compare DUMPFILE... with its source: --verify DUMP SOURCE")
+    p.add_argument(
+        "--source",
+        metavar="VMCORE",
+        default=None,
+        help="with --plot: tell kept and excluded pages apart (kernel, page cache, user, free)",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare DUMPFILE... with its source: --verify DUMP SOURCE; exit status 0 complete and equal, "
+        "1 a mismatch or error, 2 incomplete (every page it holds is equal, some were never written)",
+    )
     p.add_argument(
         "--stream-codec", choices=streams.WRITE_CODECS, default=None, help="with -F: compress the stream (lz4, zstd)"
     )
@@ -223,33 +266,65 @@ def format_report(res: pipeline.PackResult) -> str:
 
 
 class _Progress:
-    """Renders the library's progress callback: tqdm on a terminal, else makedumpfile lines."""
+    """Renders the library's progress callback (:class:`pipeline.Progress`).
+
+    On a terminal whose width is known: a tqdm bar per phase.  Anywhere else
+    (a pipe, a log, or a terminal reporting 0 columns, as a serial console or
+    ``script`` does, where tqdm draws nothing): makedumpfile's lines, as its
+    print_progress writes them when it may not return the carriage -- the phase padded
+    to 50 columns, then ``[%3u.%u %%]`` of tenths of a percent rounded down --
+    at most one a second (its ``time(NULL)`` check), and always the line that
+    ends a phase.  makedumpfile's spinner and ETA are left out.
+    """
+
+    #: Seconds between two lines (makedumpfile: a change of time(NULL)).
+    INTERVAL = 1.0
 
     def __init__(self, stream: TextIO, enabled: bool) -> None:
         self.stream = stream
         self.enabled = enabled
         self.bar: Any = None
-        self.last = -1.0
-        self.tty = stream.isatty()
+        self.phase = ""
+        self.ended = False
+        self.last = -self.INTERVAL
+        self.columns = _terminal_width(stream) if stream.isatty() else 0
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, phase: str = pipeline.PHASE_COPY) -> None:
         if not self.enabled:
             return
-        if self.tty:
+        if done == 0 or phase != self.phase:
+            # A pass starts at 0 (the next --split part copies again).
+            self.close()
+            self.phase = phase
+            self.ended = False
+        if self.columns:
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, unit="page", desc="Copying data", file=self.stream, unit_scale=True)
+                unit = "page" if phase == pipeline.PHASE_COPY else "pfn"
+                # nrows: a terminal of 0 rows (a fresh pty) makes tqdm hide every
+                # bar; one bar at position 0 needs no more than a few.
+                self.bar = tqdm(
+                    total=total, unit=unit, desc=phase, file=self.stream, unit_scale=True, ncols=self.columns, nrows=24
+                )
             self.bar.update(done - self.bar.n)
             return
-        pct = 100.0 * done / total if total else 100.0
-        if pct - self.last >= 5.0 or done == total:
-            self.last = pct
-            self.stream.write(f"Copying data                                      : [{pct:5.1f} %]\n")
+        now = time.monotonic()
+        if done >= total:
+            if self.ended:
+                return
+            self.ended = True
+        elif now - self.last < self.INTERVAL:
+            return
+        self.last = now
+        permille = done * 1000 // total if done < total else 1000
+        self.stream.write(f"{phase:<50}: [{permille // 10:3d}.{permille % 10} %]\n")
+        self.stream.flush()
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def _err(msg: str) -> None:
@@ -270,6 +345,7 @@ def _open_source(args: argparse.Namespace, path: str) -> sources.Source:
 def _open_any(args: argparse.Namespace, path: str) -> sources.Source:
     if args.raw:
         return sources.open_raw(path, args.phys_start, args.page_size, args.vmcoreinfo, _mmap_choice(args))
+    sources.check_input(path)
     try:
         with open(path, "rb") as f:
             prefix = f.read(16)
@@ -282,6 +358,12 @@ def _open_any(args: argparse.Namespace, path: str) -> sources.Source:
 
         return refilter.KdumpSource(path)
     return sources.open_elf(path, args.vmcoreinfo, _mmap_choice(args))
+
+
+def _check_outputs(paths: Sequence[str], force: bool) -> None:
+    """Refuse unusable output paths before the input is read, as makedumpfile opens its output first."""
+    for path in paths:
+        writer.check_output_path(path, force)
 
 
 def _mmap_choice(args: argparse.Namespace) -> bool | None:
@@ -300,7 +382,25 @@ def _workers(args: argparse.Namespace) -> int:
         n = n if n > 1 else 0
     if n < 0:
         raise UsageError("the number of workers must be >= 0")
-    return n
+    return _budget_workers(n)
+
+
+def _budget_workers(n: int) -> int:
+    """Ask for no more workers than memory holds: services pass --num-threads=$(nproc) however small the reservation."""
+    found = sysmem.available_kib()
+    if n == 0 or found is None:
+        return n
+    avail, where, what = found
+    mine = sysmem.meminfo_kib("VmRSS", "/proc/self/status") or 0
+    fit = sysmem.workers_that_fit(n, avail, mine)
+    if fit < n:
+        need = (sysmem.BASE_KIB + n * sysmem.WORKER_KIB - mine) >> 10
+        _err(
+            f"warning: {where}: {n} workers need about {need} MiB and {avail >> 10} MiB are available "
+            f"({what}); using {fit or 'no'} worker{'' if fit == 1 else 's'}"
+            + (" (pages compressed in this process)" if fit == 0 else "")
+        )
+    return fit
 
 
 def _run_dmesg(args: argparse.Namespace, msg_level: int) -> int:
@@ -316,6 +416,7 @@ def _run_dmesg(args: argparse.Namespace, msg_level: int) -> int:
         raise UsageError("usage: --dump-dmesg [--partial-dmesg] VMCORE LOGFILE")
     if args.check_params:
         return EXIT_OK
+    _check_outputs(args.files[1:], args.force)
     with _open_source(args, args.files[0]) as source:
         try:
             log = dmesg.extract(source, partial=args.partial_dmesg)
@@ -365,6 +466,9 @@ def _run_elf(args: argparse.Namespace, levels: list[int], msg_level: int) -> int
         raise UsageError("expected VMCORE DUMPFILE")
     if args.check_params:
         return EXIT_OK
+    if not args.flat and not args.dry_run:
+        # makedumpfile's --dry-run opens no output.
+        _check_outputs(args.files[1:], args.force)
     out_stream = sys.stderr if args.flat else sys.stdout
     prog = _Progress(sys.stderr, bool(msg_level & ML_PROGRESS) and not args.dry_run)
     cycle = args.cyclic_buffer * 1024 * 8 if args.cyclic_buffer else pipeline.DEFAULT_CYCLE_PFNS
@@ -483,6 +587,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--num-threads cannot be used with --split (use --workers)")
         if len(args.files) < 3:
             raise UsageError("--split takes VMCORE DUMPFILE1 DUMPFILE2 ...")
+        if args.splitblock_size is not None and args.splitblock_size <= 0:
+            raise UsageError("--splitblock-size must be a positive number of KiB")
     elif args.flat:
         if len(args.files) != 1:
             raise UsageError("-F takes exactly one VMCORE (the stream goes to stdout)")
@@ -498,6 +604,9 @@ def run(args: argparse.Namespace) -> int:
         streams.require(args.stream_codec)
     if args.check_params:
         return EXIT_OK
+    if not args.flat and not args.dry_run:
+        # makedumpfile's --dry-run opens no output.
+        _check_outputs(args.files[1:], args.force)
     out_stream = sys.stderr if args.flat else sys.stdout
     source = _open_source(args, args.files[0])
     if source.recorded_level:
@@ -533,6 +642,9 @@ def run(args: argparse.Namespace) -> int:
         finally:
             prog.close()
             source.close()
+        for part in parts:
+            for w in part.warnings:
+                _err(f"warning: {w}")
         if msg_level & ML_COMMON:
             for path, part in zip(args.files[1:], parts, strict=True):
                 out_stream.write(f"The dumpfile is saved to {path} ({part.file_size} bytes).\n")
@@ -652,6 +764,35 @@ def format_info(info: dumpinfo.DumpInfo) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _verify_verdict(report: dumpverify.VerifyReport) -> int:
+    """Print the findings and the verdict of ``--verify``; return its exit status."""
+    for f in report.findings:
+        sys.stdout.write(f"{f}\n")
+    if not report.consistent:
+        verdict = "FAILED"
+    elif report.incomplete:
+        verdict = "INCOMPLETE"
+    else:
+        verdict = "OK"
+    compared = f"{report.pages_checked} pages compared with {report.source_path}"
+    if report.incomplete:
+        flag = "flagged incomplete" if report.flagged_incomplete else "not flagged incomplete"
+        compared = (
+            f"{report.pages_checked} of {report.pages_expected} pages compared with {report.source_path} "
+            f"({report.missing_pages} never written; the dump is {flag})"
+        )
+    sys.stdout.write(
+        f"verify {verdict}: {compared}, "
+        f"{len(report.errors)} error(s), {len(report.warnings)} warning(s), "
+        f"2nd bitmap {'recomputed exactly' if report.filter_checked else 'not recomputed'}, "
+        f"{report.seconds:.2f} s\n"
+    )
+    if not report.consistent:
+        _err(f"verification failed at pfn {', '.join(f'{p:#x}' for p in report.first_bad_pfns()) or '-'}")
+        return EXIT_VERIFY_FAILED
+    return EXIT_VERIFY_INCOMPLETE if report.incomplete else EXIT_VERIFY_OK
+
+
 def _run_inspect(args: argparse.Namespace) -> int:
     """``--info [--json] [--plot PNG [--source VMCORE]]`` and ``--verify DUMPFILE... SOURCE``."""
     from vmcorepack import info as dumpinfo
@@ -665,23 +806,14 @@ def _run_inspect(args: argparse.Namespace) -> int:
         if args.check_params:
             return EXIT_OK
         src = _open_source(args, args.files[-1])
+        prog = _Progress(sys.stderr, bool(args.message_level & ML_PROGRESS))
         try:
-            workers = args.workers if args.workers is not None else 2
-            report = dumpverify.verify(args.files[:-1], src, workers=workers)
+            workers = _budget_workers(args.workers if args.workers is not None else 2)
+            report = dumpverify.verify(args.files[:-1], src, workers=workers, progress=prog if prog.enabled else None)
         finally:
+            prog.close()
             src.close()
-        for f in report.findings:
-            sys.stdout.write(f"{f}\n")
-        verdict = "OK" if report.ok else "FAILED"
-        sys.stdout.write(
-            f"verify {verdict}: {report.pages_checked} pages compared with {report.source_path}, "
-            f"{len(report.errors)} error(s), {len(report.warnings)} warning(s), "
-            f"2nd bitmap {'recomputed exactly' if report.filter_checked else 'not recomputed'}, "
-            f"{report.seconds:.2f} s\n"
-        )
-        if not report.ok:
-            _err(f"verification failed at pfn {', '.join(f'{p:#x}' for p in report.first_bad_pfns()) or '-'}")
-        return EXIT_OK if report.ok else EXIT_FAILURE
+        return _verify_verdict(report)
     if not args.files:
         raise UsageError("--info takes DUMPFILE [DUMPFILE...] (all parts of a split dump)")
     if args.check_params:
@@ -717,7 +849,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         Exit status.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        _err(str(e))
+        return EXIT_FAILURE
     old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return run(args)

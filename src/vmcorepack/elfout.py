@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -39,11 +38,17 @@ from vmcorepack.constants import DumpLevel
 from vmcorepack.errors import ElfFormatError, FormatError, IncompleteDumpError, OutputError, UsageError
 from vmcorepack.filter import PageFilter
 from vmcorepack.formats import elf
-from vmcorepack.pipeline import DEFAULT_CYCLE_PFNS, PackResult, compute_bitmaps, memory_stats, read_pfns, zero_mask
+from vmcorepack.pipeline import (
+    DEFAULT_CYCLE_PFNS,
+    PackResult,
+    Progress,
+    compute_bitmaps,
+    memory_stats,
+    read_pfns,
+    zero_mask,
+)
 from vmcorepack.sources import Source
 from vmcorepack.writer import FileOutput, FlatOutput, Output, notes_for
-
-Progress = Callable[[int, int], None]
 
 #: makedumpfile ``PFN_EXCLUDED``: excluded runs this long split a PT_LOAD.
 PFN_EXCLUDED = 256
@@ -360,7 +365,7 @@ def pack_elf(
         output: Output path, or with ``flat`` a writable descriptor.
         dump_level: Dump level 0-31.
         force: Overwrite an existing output file.
-        progress: ``progress(done_pages, total_pages)`` callback.
+        progress: :class:`~vmcorepack.pipeline.Progress` callback.
         flat: Write a flattened stream (``-E -F``).
         dry_run: Compute everything, write nothing.
         cycle_pfns: pfns per filter cycle.
@@ -375,7 +380,7 @@ def pack_elf(
     """
     t0 = time.monotonic()
     flt = PageFilter(source, dump_level)
-    bm2, ram, _ = compute_bitmaps(source, flt, cycle_pfns)
+    bm2, ram, _ = compute_bitmaps(source, flt, cycle_pfns, progress=progress)
     zero = _zero_pass(source, bm2) if dump_level & DumpLevel.ZERO else 0
     plan = plan_elf(source, bm2)
     ps = source.page_size

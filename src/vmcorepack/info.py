@@ -13,8 +13,8 @@ split parts) and counts, per pfn, what the dump has for it:
 The table is read in slices of :data:`WINDOW_PFNS` pfns with numpy, so the cost
 is a few array passes per 16 GiB of memory.  :func:`page_map` aggregates the
 same per-pfn kinds into groups of pages for :func:`render_map`; given the
-source vmcore, excluded pages are further told apart as cache, user or free
-pages by re-running the filter one level bit at a time.
+source vmcore, kept and excluded pages alike are told apart as kernel, page
+cache, user or free pages by re-running the filter one level bit at a time.
 """
 
 from __future__ import annotations
@@ -44,28 +44,47 @@ MAX_WIDTH = 1024
 
 
 class PageKind(enum.IntEnum):
-    """What the dump has for a pfn; the order is the tie-break of the picture."""
+    """What the dump has for a pfn; the order is the tie-break of the picture.
+
+    Without the source only KEPT, ZERO, EXCLUDED, MISSING and HOLE occur; with
+    it, kept and excluded pages are both told apart as page cache, user data
+    or free pages (the ``*_KEPT`` kinds and CACHE, USER, FREE), KEPT and
+    EXCLUDED keeping the rest.
+    """
 
     KEPT = 0
-    ZERO = 1
-    CACHE = 2
-    USER = 3
-    FREE = 4
-    EXCLUDED = 5
-    MISSING = 6
-    HOLE = 7
+    CACHE_KEPT = 1
+    USER_KEPT = 2
+    FREE_KEPT = 3
+    ZERO = 4
+    CACHE = 5
+    USER = 6
+    FREE = 7
+    EXCLUDED = 8
+    MISSING = 9
+    HOLE = 10
 
 
-#: Picture colours (RGB 0-255) and legend labels per kind.
+#: Picture colours (RGB 0-255) and legend labels per kind: a dark shade for
+#: kept pages, a light one of the same hue for excluded pages of that kind.
 KIND_STYLE: dict[PageKind, tuple[tuple[int, int, int], str]] = {
     PageKind.KEPT: ((31, 78, 160), "kernel, kept"),
+    PageKind.CACHE_KEPT: ((190, 100, 0), "page cache, kept"),
+    PageKind.USER_KEPT: ((25, 110, 45), "user data, kept"),
+    PageKind.FREE_KEPT: ((140, 140, 130), "free, kept"),
     PageKind.ZERO: ((170, 205, 240), "zero page (shared)"),
-    PageKind.CACHE: ((240, 150, 30), "page cache, excluded"),
-    PageKind.USER: ((60, 170, 75), "user data, excluded"),
+    PageKind.CACHE: ((250, 195, 120), "page cache, excluded"),
+    PageKind.USER: ((150, 215, 155), "user data, excluded"),
     PageKind.FREE: ((235, 235, 225), "free, excluded"),
     PageKind.EXCLUDED: ((200, 40, 40), "excluded (other)"),
     PageKind.MISSING: ((150, 40, 160), "missing (incomplete / other part)"),
     PageKind.HOLE: ((25, 25, 25), "hole (not RAM)"),
+}
+#: What a kind of page becomes when the source tells it apart: (kept, excluded).
+_SORTED_KIND = {
+    PageKind.CACHE: (PageKind.CACHE_KEPT, PageKind.CACHE),
+    PageKind.USER: (PageKind.USER_KEPT, PageKind.USER),
+    PageKind.FREE: (PageKind.FREE_KEPT, PageKind.FREE),
 }
 
 
@@ -437,7 +456,11 @@ def map_geometry(max_mapnr: int, max_pixels: int = MAX_PIXELS, max_width: int = 
 
 
 class _Classifier:
-    """Tells excluded pages apart by running the filter once per level bit."""
+    """Tells kept and excluded pages apart by running the filter once per level bit.
+
+    Every bit is run whatever the dump's level, so that a ``-d 1`` dump shows
+    which of its kept pages are page cache, user data or free.
+    """
 
     ORDER = (
         (DumpLevel.FREE, PageKind.FREE),
@@ -446,26 +469,34 @@ class _Classifier:
         (DumpLevel.USER, PageKind.USER),
     )
 
-    def __init__(self, source: Source, dump_level: int) -> None:
+    def __init__(self, source: Source) -> None:
         # One filter per bit, all walked in increasing pfn order (PageFilter's rule).
         # makedumpfile tests free pages first, then cache, then user (§9.7).
-        self.filters = [(PageFilter(source, bit), kind) for bit, kind in self.ORDER if dump_level & bit]
+        self.filters = [(PageFilter(source, bit), kind) for bit, kind in self.ORDER]
 
     def classify(self, kinds: np.ndarray, start: int, end: int) -> None:
+        kept = kinds == PageKind.KEPT
         excluded = kinds == PageKind.EXCLUDED
         for flt, kind in self.filters:
-            dropped = ~flt.second_bitmap(start, end) & excluded
-            kinds[dropped] = kind
+            dropped = ~flt.second_bitmap(start, end)
+            as_kept, as_excluded = _SORTED_KIND[kind]
+            kinds[dropped & kept] = as_kept
+            kinds[dropped & excluded] = as_excluded
+            kept &= ~dropped
             excluded &= ~dropped
 
 
 def page_map(paths: Sequence[str], source: Source | None = None, max_pixels: int = MAX_PIXELS) -> PageMap:
     """Aggregate the dump's page kinds into picture groups.
 
+    pfns in no given part count as MISSING where the 1st bitmap has RAM and
+    as HOLE elsewhere, so that the kinds other than HOLE add up to the RAM
+    pages of the dump.
+
     Args:
         paths: The dump (or its split parts).
-        source: The vmcore the dump was made from, to classify excluded pages
-            (needs VMCOREINFO for levels above 1).
+        source: The vmcore the dump was made from, to tell kept and excluded
+            pages apart (needs VMCOREINFO for levels above 1).
         max_pixels: Bound on the number of groups.
 
     Returns:
@@ -478,9 +509,11 @@ def page_map(paths: Sequence[str], source: Source | None = None, max_pixels: int
         nk = len(PageKind)
         ngroups = max(1, -(-h.max_mapnr // group))
         counts = np.zeros((ngroups, nk), np.int64)
-        # pfns in no given part.
-        counts[:, PageKind.MISSING] = _group_sizes(h.max_mapnr, group)
-        classifier = _Classifier(source, h.dump_level) if source is not None else None
+        # pfns in no given part: RAM or not, by the 1st bitmap (every part has all of it).
+        ram = _ram_per_group(readers[0].bitmap1, h.max_mapnr, group)
+        counts[:, PageKind.MISSING] = ram
+        counts[:, PageKind.HOLE] = _group_sizes(h.max_mapnr, group) - ram
+        classifier = _Classifier(source) if source is not None else None
         for r in readers:
             for w in _windows_aligned(r, group):
                 if classifier is not None:
@@ -490,11 +523,24 @@ def page_map(paths: Sequence[str], source: Source | None = None, max_pixels: int
                 bc = np.bincount(rel + w.kinds, minlength=(-(-(w.start + len(w.kinds)) // group) - g0) * nk)
                 block = bc.reshape(-1, nk)
                 counts[g0 : g0 + len(block)] += block
-                counts[g0 : g0 + len(block), PageKind.MISSING] -= block.sum(axis=1)
+                holes = block[:, PageKind.HOLE]
+                counts[g0 : g0 + len(block), PageKind.MISSING] -= block.sum(axis=1) - holes
+                counts[g0 : g0 + len(block), PageKind.HOLE] -= holes
         return PageMap(group, width, counts, h.block_size, classifier is not None)
     finally:
         for r in readers:
             r.close()
+
+
+def _ram_per_group(bitmap1: np.ndarray, max_mapnr: int, group: int) -> np.ndarray:
+    out = np.zeros(max(1, -(-max_mapnr // group)), np.int64)
+    step = max(group, WINDOW_PFNS // group * group)
+    for s in range(0, max_mapnr, step):
+        e = min(s + step, max_mapnr)
+        bits = window_bits(bitmap1, s, e)
+        g = np.arange(s, e, dtype=np.int64)[bits] // group
+        out += np.bincount(g, minlength=len(out))
+    return out
 
 
 def _group_sizes(max_mapnr: int, group: int) -> np.ndarray:
@@ -532,6 +578,27 @@ def require_plot() -> None:
         raise UnsupportedError(_PLOT_HINT)
 
 
+def address_ticks(span: int, most: int = 16) -> list[int]:
+    """Choose physical addresses to mark on the picture's axis: multiples of a power-of-two size.
+
+    The step is 1 GiB, doubled until at most ``most`` marks fit in ``span``
+    bytes, or halved for a span under 4 GiB until at least four marks fit.
+
+    Args:
+        span: Bytes the picture covers.
+        most: Largest number of marks.
+
+    Returns:
+        The addresses, from 0, below ``span``.
+    """
+    step = 1 << 30
+    while -(-span // step) > most:
+        step *= 2
+    while step > 1 and span <= 3 * step:
+        step //= 2
+    return list(range(0, max(span, 1), step))
+
+
 def render_map(info: DumpInfo, pmap: PageMap, path: str) -> None:
     """Draw the map as a PNG: one pixel per group, rows of ``width`` groups, legend and headline.
 
@@ -567,12 +634,10 @@ def render_map(info: DumpInfo, pmap: PageMap, path: str) -> None:
     ax.imshow(img, interpolation="nearest", aspect="equal")
     ps = pmap.page_size
     row_bytes = width * pmap.group * ps
-    nticks = min(rows, 8)
-    ticks = np.linspace(0, rows, nticks + 1).astype(int)[:-1] if rows > 1 else np.array([0])
-    ax.set_yticks(ticks - 0.5)
-    ax.set_yticklabels(
-        [f"{int(t) * row_bytes:#x}" if row_bytes * rows < 1 << 30 else _human(t * row_bytes) for t in ticks]
-    )
+    ticks = address_ticks(rows * row_bytes)
+    # Row r covers [r, r + 1) * row_bytes; imshow puts its top edge at r - 0.5.
+    ax.set_yticks([t / row_bytes - 0.5 for t in ticks])
+    ax.set_yticklabels([f"{t:#x}  {_human(t)}" for t in ticks], fontsize=8, family="monospace")
     ax.set_xticks([])
     ax.set_ylabel("physical address")
     ax.set_xlabel(
@@ -581,28 +646,39 @@ def render_map(info: DumpInfo, pmap: PageMap, path: str) -> None:
     )
     totals = pmap.totals()
     shown = [k for k in PageKind if totals[k] or k in (PageKind.KEPT, PageKind.HOLE)]
-    if not pmap.classified:
-        shown = [k for k in shown if k not in (PageKind.CACHE, PageKind.USER, PageKind.FREE)]
-    total_pfns = max(1, info.pages.max_mapnr)
+    # One denominator for the legend and the title: the RAM pages (1st bitmap).
+    ram = max(1, info.pages.ram)
     labels = {k: KIND_STYLE[k][1] for k in PageKind}
     if not pmap.classified:
+        labels[PageKind.KEPT] = "kept"
         labels[PageKind.EXCLUDED] = "excluded"
+
+    def entry(k: PageKind) -> str:
+        if k == PageKind.HOLE:
+            return f"{labels[k]}: {totals[k]:,} pfns"
+        return f"{labels[k]}: {totals[k]:,} ({100 * totals[k] / ram:.1f} %)"
+
     handles = [
-        Patch(
-            facecolor="#{:02x}{:02x}{:02x}".format(*KIND_STYLE[k][0]),
-            edgecolor="0.5",
-            label=f"{labels[k]}: {totals[k]:,} ({100 * totals[k] / total_pfns:.1f} %)",
-        )
-        for k in shown
+        Patch(facecolor="#{:02x}{:02x}{:02x}".format(*KIND_STYLE[k][0]), edgecolor="0.5", label=entry(k)) for k in shown
     ]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        fontsize=8,
+        frameon=False,
+        title="pages (% of RAM)" + ("" if pmap.classified else "; --source tells kinds apart"),
+        title_fontsize=8,
+        alignment="left",
+    )
     h = info.header
     p = info.pages
     codecs = ", ".join(f"{k} {v:,}" for k, v in sorted(info.codec_mix.items(), key=lambda kv: -kv[1]))
     ax.set_title(
         f"{info.kernel_release or 'unknown kernel'} - {_human(h.max_mapnr * ps)} physical, "
-        f"dump level {h.dump_level}{' (INCOMPLETE)' if info.incomplete else ''}\n"
-        f"kept {p.kept + p.zero:,} of {p.ram:,} RAM pages ({100 * (p.kept + p.zero) / max(1, p.ram):.1f} %), "
+        f"{p.ram:,} RAM pages ({_human(p.ram * ps)}), dump level {h.dump_level}"
+        f"{' (INCOMPLETE)' if info.incomplete else ''}\n"
+        f"kept {p.kept + p.zero:,} pages ({100 * (p.kept + p.zero) / ram:.1f} % of RAM), "
         f"stored {_human(info.stored_bytes)}, ratio {info.compression_ratio:.2f}\n{codecs}",
         fontsize=9,
         loc="left",

@@ -14,24 +14,10 @@ import gc
 import os
 import sys
 
-#: Peak resident memory of a one-process run, KiB.  Measured in the capture
-#: kernel (tools/e2e/run.sh --crashkernel 112M, -l -d 31, 1 CPU): 28 MiB of
-#: maxrss; the threshold adds 4 MiB of margin.
-NEEDED_KIB = 32 << 10
+from vmcorepack import sysmem
 
 
-def _kib(path: str, key: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def memory_shortfall(needed_kib: int = NEEDED_KIB) -> str | None:
+def memory_shortfall(needed_kib: int = sysmem.BASE_KIB) -> str | None:
     """Say why the run cannot fit in memory, or None when it can (or cannot be told).
 
     Args:
@@ -48,13 +34,14 @@ def memory_shortfall(needed_kib: int = NEEDED_KIB) -> str | None:
             return f"VMCOREPACK_MIN_MEMORY_MB={override!r} is not a number of MiB"
     if needed_kib <= 0:
         return None
-    avail = _kib("/proc/meminfo", "MemAvailable")
-    mine = _kib("/proc/self/status", "VmRSS") or 0
-    if avail is None or avail + mine >= needed_kib:
+    found = sysmem.available_kib()
+    mine = sysmem.meminfo_kib("VmRSS", "/proc/self/status") or 0
+    if found is None or found[0] + mine >= needed_kib:
         return None
+    avail, where, what = found
     return (
-        f"/proc/meminfo: only {avail >> 10} MiB of memory available (MemAvailable), vmcorepack needs "
-        f"about {(needed_kib - mine) >> 10} MiB; reserve more for the capture kernel (crashkernel=) "
+        f"{where}: only {avail >> 10} MiB of memory available ({what}), vmcorepack needs about "
+        f"{(needed_kib - mine) >> 10} MiB; reserve more for the capture kernel (crashkernel=) "
         "or set VMCOREPACK_MIN_MEMORY_MB=0 to try anyway"
     )
 

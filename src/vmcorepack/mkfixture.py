@@ -28,18 +28,29 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     p = argparse.ArgumentParser(
         prog="vmcorepack-mkfixture",
-        description="Generate a synthetic x86_64 vmcore (ELF or raw) with a known page mix.",
+        description="Generate a synthetic x86_64 or arm64 vmcore (ELF or raw) with a known page mix.",
     )
     p.add_argument("image", metavar="IMAGE", help="output image (raw images also get IMAGE.vmcoreinfo)")
     p.add_argument("dumpfile", metavar="DUMPFILE", nargs="?", help="kdump file to write with --pack")
-    p.add_argument("--size", default="64M", help="physical address span, with K/M/G/T suffix (default 64M)")
+    p.add_argument(
+        "--size",
+        default="64M",
+        help="x86_64: physical address span; arm64: RAM from 0x40000000; K/M/G/T suffix (default 64M)",
+    )
+    p.add_argument("--arch", choices=sorted(fixtures.ARCH_PAGE_SIZES), default="x86_64", help="architecture")
+    p.add_argument(
+        "--page-size",
+        default="4K",
+        help="page size: 4K (x86_64, arm64), 16K or 64K (arm64)",
+    )
+    p.add_argument("--va-bits", type=int, default=48, help="arm64 VA_BITS (default 48)")
     p.add_argument(
         "--mix",
         default=None,
         help="page kinds: kind=fraction (with a dot) or kind=count, comma separated; the rest is zero pages "
         f"(kinds: {', '.join(k.name.lower() for k in fixtures.MIX_KINDS)})",
     )
-    p.add_argument("--levels", type=int, choices=(4, 5), default=4, help="paging levels (default 4)")
+    p.add_argument("--levels", type=int, choices=(4, 5), default=4, help="x86_64 paging levels (default 4)")
     p.add_argument(
         "--generation",
         choices=sorted(fixtures.PROFILES),
@@ -116,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
         zeroed_fraction=args.zeroed,
         free_zeroed=args.free_zeroed,
         osrelease=args.osrelease,
+        arch=args.arch,
+        page_size=fixtures.parse_size(args.page_size),
+        va_bits=args.va_bits,
     )
     t0 = time.monotonic()
     img = fixtures.build(spec, args.image)

@@ -24,7 +24,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -42,7 +42,25 @@ from vmcorepack.formats import kdump
 from vmcorepack.sources import Source
 from vmcorepack.writer import DumpPlan, FileOutput, FlatOutput, Output, make_plan, mark_incomplete, write_headers
 
-Progress = Callable[[int, int], None]
+#: Phase names of the progress callback: makedumpfile's progress texts
+#: (print_info.h PROGRESS_HOLES, PROGRESS_UNN_PAGES, PROGRESS_COPY).
+PHASE_HOLES = "Checking for memory holes"
+PHASE_EXCLUDE = "Excluding unnecessary pages"
+PHASE_COPY = "Copying data"
+
+
+class Progress(Protocol):
+    """A progress callback: ``done`` of ``total`` units of ``phase`` are finished.
+
+    The units are pfns for :data:`PHASE_HOLES` and :data:`PHASE_EXCLUDE`,
+    pages for :data:`PHASE_COPY`.  Each pass starts with a call where ``done``
+    is 0 (the only call of an empty pass) and ends with one where ``done ==
+    total``; the library never prints, so the caller renders (cli._Progress).
+    """
+
+    def __call__(self, done: int, total: int, phase: str = PHASE_COPY) -> None:
+        """Report progress."""
+
 
 #: pfns per cycle when not given: a multiple of 8 so bitmap slices are whole bytes.
 DEFAULT_CYCLE_PFNS = 1 << 20
@@ -80,7 +98,7 @@ class PackOptions:
         limit: makedumpfile ``-L``: cap the output size in bytes.
         cyclic_buffer_given: ``--cyclic-buffer`` was given (see :func:`bitmap_in_file`).
         work_dir: ``--work-dir`` was given (see :func:`bitmap_in_file`).
-        progress: ``progress(done_pages, total_pages)`` callback.
+        progress: :class:`Progress` callback (each pass of the run reports under its phase name).
         utsname: utsname fields to put in the header (from init_uts_ns).
     """
 
@@ -1080,15 +1098,25 @@ def memory_stats(source: Source, round_up: bool = False) -> tuple[int, int]:
 
 
 def compute_bitmaps(
-    source: Source, flt: PageFilter, cycle_pfns: int, round_up: bool = False
+    source: Source,
+    flt: PageFilter,
+    cycle_pfns: int,
+    round_up: bool = False,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """Pass 1: the packed 2nd bitmap of the whole dump, and bit counts.
+
+    Two walks over the cycles, as makedumpfile reports them (its cyclic mode
+    prints "Checking for memory holes" for the 1st bitmap, then "Excluding
+    unnecessary pages" for the 2nd): the 1st bitmap is made again in the
+    second walk rather than kept, as it costs little next to the filter.
 
     Args:
         source: Input.
         flt: The filter.
         cycle_pfns: Cycle size.
         round_up: 1st bitmap of makedumpfile's bitmap-file variant.
+        progress: Called after each cycle (:data:`PHASE_HOLES`, then :data:`PHASE_EXCLUDE`).
 
     Returns:
         (packed 2nd bitmap, 1st-bitmap bits, 2nd-bitmap bits).
@@ -1096,6 +1124,14 @@ def compute_bitmaps(
     max_mapnr = source.max_mapnr
     bm2 = np.zeros(-(-max_mapnr // 8), np.uint8)
     ram = dumpable = 0
+    if progress:
+        progress(0, max_mapnr, PHASE_HOLES)
+    for s, e in _cycles(max_mapnr, cycle_pfns):
+        ram += int(bitmap.first_bitmap(source.segments, source.page_size, max_mapnr, s, e, round_up).sum())
+        if progress:
+            progress(e, max_mapnr, PHASE_HOLES)
+    if progress:
+        progress(0, max_mapnr, PHASE_EXCLUDE)
     for s, e in _cycles(max_mapnr, cycle_pfns):
         b1 = bitmap.first_bitmap(source.segments, source.page_size, max_mapnr, s, e, round_up)
         b2 = flt.second_bitmap(s, e) & b1
@@ -1103,9 +1139,10 @@ def compute_bitmaps(
         if kept is not None:
             # Re-filtering a dump: what it already dropped stays dropped.
             b2 &= kept
-        ram += int(b1.sum())
         dumpable += int(b2.sum())
         bm2[s // 8 : s // 8 + -(-(e - s) // 8)] = bitmap.pack(b2)
+        if progress:
+            progress(e, max_mapnr, PHASE_EXCLUDE)
     return bm2, ram, dumpable
 
 
@@ -1165,7 +1202,7 @@ def prepare(source: Source, options: PackOptions, nfiles: int = 1) -> Prepared:
     codec = get_codec(options.codec)
     flt = PageFilter(source, options.dump_level)
     round_up = bitmap_in_file(source.max_mapnr, nfiles, options.cyclic_buffer_given, options.work_dir)
-    bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns, round_up)
+    bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns, round_up, options.progress)
     result = PackResult(max_mapnr=source.max_mapnr, ram_pages=ram, dumpable=dumpable)
     result.counts = flt.counts
     result.original_pages, result.memory_hole = memory_stats(source, round_up)

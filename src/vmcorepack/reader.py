@@ -21,6 +21,7 @@ from vmcorepack.codecs import decode_page
 from vmcorepack.constants import DISKDUMP_SIGNATURE, FLAT_HEADER_SIZE, KDUMP_SIGNATURE
 from vmcorepack.errors import FlatFormatError, KdumpFormatError, OutputError
 from vmcorepack.formats import flat, kdump
+from vmcorepack.sources import check_input
 from vmcorepack.writer import create_output_file
 
 #: Refuse bitmaps larger than this (2^52 bytes of RAM at 4 KiB pages = 128 GiB of bitmap).
@@ -179,6 +180,7 @@ def open_random_access(path: str) -> RandomAccess:
     Returns:
         The reader.
     """
+    check_input(path)
     try:
         with open(path, "rb") as f:
             prefix = f.read(16)

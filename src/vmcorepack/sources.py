@@ -25,6 +25,7 @@ import errno
 import mmap
 import os
 import resource
+import stat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -122,7 +123,7 @@ class Source:
             vmcoreinfo: VMCOREINFO or None.
             page_size: Page size.
             file_size: Size of the file.
-            use_mmap: Whether to read through mmap (None: only under /proc).
+            use_mmap: Whether to read through mmap (None: for regular files, never under /proc).
         """
         self.path = path
         self.segments = segments
@@ -769,6 +770,43 @@ def _page_size_from(vmcoreinfo: VmcoreInfo | None, path: str) -> int:
     return ps
 
 
+def check_input(path: str) -> int:
+    """Refuse what cannot be an input file, before anything opens or reads it.
+
+    A directory would fail later, inside some read, with EISDIR; a FIFO would
+    block ``open()`` and cannot seek; a device reports ``st_size`` 0 (a char
+    device like /dev/null reads as empty, /dev/zero as endless zeros).
+    /proc/vmcore is a regular file with its true size.
+
+    Args:
+        path: The input.
+
+    Returns:
+        Its size in bytes.
+
+    Raises:
+        FormatError: It does not exist, is not a regular file, or is empty.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise FormatError(path, None, f"cannot open: {e.strerror}") from e
+    mode = st.st_mode
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    for test, kind in kinds:
+        if test(mode):
+            raise FormatError(path, None, f"is {kind}, not a regular file")
+    if st.st_size == 0:
+        raise FormatError(path, None, "is empty (0 bytes)")
+    return st.st_size
+
+
 def open_elf(path: str, vmcoreinfo_file: str | None = None, use_mmap: bool | None = None) -> Source:
     """Open an ELF64 little-endian vmcore (/proc/vmcore, QEMU dump-guest-memory).
 
@@ -783,7 +821,9 @@ def open_elf(path: str, vmcoreinfo_file: str | None = None, use_mmap: bool | Non
     Raises:
         ElfFormatError: Malformed ELF.
         VmcoreinfoError: Malformed VMCOREINFO.
+        FormatError: Not a regular, non-empty file (:func:`check_input`).
     """
+    check_input(path)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
@@ -881,12 +921,7 @@ def open_raw(
     Returns:
         The source.
     """
-    try:
-        size = os.stat(path).st_size
-    except OSError as e:
-        raise FormatError(path, None, f"cannot open: {e.strerror}") from e
-    if size == 0:
-        raise FormatError(path, 0, "raw image is empty")
+    size = check_input(path)
     vi = load_vmcoreinfo_file(vmcoreinfo_file) if vmcoreinfo_file else None
     ps = page_size or _page_size_from(vi, path)
     if phys_start % ps:

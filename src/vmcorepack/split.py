@@ -29,21 +29,16 @@ DEFAULT_SPLITBLOCK_KIB = 1 << 20
 _COPY = 8 << 20
 
 
-def split_boundaries(bm2: np.ndarray, max_mapnr: int, nfiles: int, pages_per_block: int) -> list[tuple[int, int]]:
-    """Cut ``[0, max_mapnr)`` into ``nfiles`` ranges of about equal dumpable pages.
-
-    ``target = floor(N / nfiles)``; each part but the last takes whole
-    splitblocks, starting with the first unused one, while its remaining
-    target is positive; the last part runs to ``max_mapnr`` (§17.2.5).
+def block_counts(bm2: np.ndarray, max_mapnr: int, pages_per_block: int) -> np.ndarray:
+    """Count the dumpable pages of each splitblock.
 
     Args:
         bm2: Packed 2nd bitmap.
         max_mapnr: Number of pfns.
-        nfiles: Number of parts.
         pages_per_block: pfns per splitblock.
 
     Returns:
-        ``[start, end)`` per part.
+        One count per splitblock (the last one may be short).
     """
     nblocks = -(-max_mapnr // pages_per_block)
     counts = np.zeros(nblocks, np.int64)
@@ -54,26 +49,94 @@ def split_boundaries(bm2: np.ndarray, max_mapnr: int, nfiles: int, pages_per_blo
         padded = np.zeros((b1 - b0) * pages_per_block, bool)
         padded[: len(bits)] = bits
         counts[b0:b1] = padded.reshape(b1 - b0, pages_per_block).sum(axis=1)
+    return counts
+
+
+def cut_blocks(counts: np.ndarray, max_mapnr: int, nfiles: int, pages_per_block: int) -> list[tuple[int, int, int]]:
+    """Cut splitblocks into ``nfiles`` parts of about equal dumpable pages.
+
+    ``target = floor(N / nfiles)``; each part but the last takes whole
+    splitblocks, starting with the first unused one, while its remaining
+    target is positive; the last part runs to ``max_mapnr`` (§17.2.5).
+
+    Args:
+        counts: Dumpable pages per splitblock (:func:`block_counts`).
+        max_mapnr: Number of pfns.
+        nfiles: Number of parts.
+        pages_per_block: pfns per splitblock.
+
+    Returns:
+        ``(start, end, pages)`` per part.
+    """
+    nblocks = len(counts)
     target = int(counts.sum()) // nfiles
-    parts: list[tuple[int, int]] = []
+    parts: list[tuple[int, int, int]] = []
     taken = 0
-    start = 0
-    for _ in range(nfiles - 1):
+    for i in range(nfiles):
+        first = taken
         remaining = target
-        while remaining > 0 and taken < nblocks:
+        while (remaining > 0 or i == nfiles - 1) and taken < nblocks:
             remaining -= int(counts[taken])
             taken += 1
-        end = min(taken * pages_per_block, max_mapnr)
-        parts.append((start, end))
-        start = end
-    parts.append((start, max_mapnr))
+        start = min(first * pages_per_block, max_mapnr)
+        end = max_mapnr if i == nfiles - 1 else min(taken * pages_per_block, max_mapnr)
+        parts.append((start, end, int(counts[first:taken].sum())))
     return parts
+
+
+def split_boundaries(bm2: np.ndarray, max_mapnr: int, nfiles: int, pages_per_block: int) -> list[tuple[int, int]]:
+    """Cut ``[0, max_mapnr)`` into ``nfiles`` ranges of about equal dumpable pages (:func:`cut_blocks`).
+
+    Args:
+        bm2: Packed 2nd bitmap.
+        max_mapnr: Number of pfns.
+        nfiles: Number of parts.
+        pages_per_block: pfns per splitblock.
+
+    Returns:
+        ``[start, end)`` per part.
+    """
+    counts = block_counts(bm2, max_mapnr, pages_per_block)
+    return [(s, e) for s, e, _ in cut_blocks(counts, max_mapnr, nfiles, pages_per_block)]
+
+
+def spreading_splitblock(
+    bm2: np.ndarray, max_mapnr: int, nfiles: int, page_size: int, splitblock_kib: int
+) -> int | None:
+    """Find the largest ``--splitblock-size`` (KiB, halving from ``splitblock_kib``) that leaves no part empty.
+
+    With one page per block every part gets ``floor(N / nfiles)`` pages or
+    more, so there is an answer whenever there are at least ``nfiles`` pages.
+
+    Args:
+        bm2: Packed 2nd bitmap.
+        max_mapnr: Number of pfns.
+        nfiles: Number of parts.
+        page_size: Page size in bytes.
+        splitblock_kib: The size that left a part empty.
+
+    Returns:
+        The size in KiB, or None (fewer dumpable pages than parts).
+    """
+    kib = splitblock_kib // 2
+    while kib * 1024 >= page_size:
+        ppb = kib * 1024 // page_size
+        if all(n for _, _, n in cut_blocks(block_counts(bm2, max_mapnr, ppb), max_mapnr, nfiles, ppb)):
+            return kib
+        kib //= 2
+    return None
 
 
 def pack_split(
     source: Source, outputs: list[str], options: PackOptions, splitblock_kib: int = DEFAULT_SPLITBLOCK_KIB
 ) -> list[PackResult]:
     """Write one dump as ``len(outputs)`` split files.
+
+    A part can be left without pages (makedumpfile's cut gives each part
+    whole splitblocks, so a dump of fewer blocks than parts leaves the last
+    ones empty): it is written all the same, as makedumpfile writes it, and
+    its result carries a warning naming a ``--splitblock-size`` that would
+    spread the pages.
 
     Args:
         source: The input.
@@ -86,8 +149,26 @@ def pack_split(
     """
     prep = prepare(source, options, len(outputs))
     ppb = max(1, splitblock_kib * 1024 // source.page_size)
-    ranges = split_boundaries(prep.bm2, source.max_mapnr, len(outputs), ppb)
-    return [write_dump(source, prep, path, options, part) for path, part in zip(outputs, ranges, strict=True)]
+    parts = cut_blocks(block_counts(prep.bm2, source.max_mapnr, ppb), source.max_mapnr, len(outputs), ppb)
+    empty = [i for i, (_, _, n) in enumerate(parts) if n == 0]
+    hint = ""
+    if empty:
+        total = sum(n for _, _, n in parts)
+        better = spreading_splitblock(prep.bm2, source.max_mapnr, len(outputs), source.page_size, splitblock_kib)
+        hint = (
+            f"--splitblock-size {better} spreads them over all {len(outputs)} parts"
+            if better is not None
+            else f"no --splitblock-size helps: there are fewer pages ({total}) than parts"
+        )
+        names = ", ".join(outputs[i] for i in empty)
+        hint = (
+            f"{names}: {len(empty)} of {len(outputs)} parts hold no pages "
+            f"(the {total} pages to dump fill too few splitblocks of {splitblock_kib} KiB); {hint}"
+        )
+    results = [write_dump(source, prep, path, options, (s, e)) for path, (s, e, _) in zip(outputs, parts, strict=True)]
+    if empty:
+        results[empty[0]].warnings.append(hint)
+    return results
 
 
 def reassemble(parts: list[str], output: str, force: bool = False) -> int:

@@ -27,22 +27,23 @@ import dataclasses
 import multiprocessing as mp
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from vmcorepack import bitmap
-from vmcorepack.codecs import CODECS, Codec, codec_for_flags
+from vmcorepack.codecs import CODEC_FLAGS, Codec, codec_for_flags
 from vmcorepack.constants import DumpStatus
 from vmcorepack.errors import UnsupportedError, VmcoreinfoError
 from vmcorepack.filter import PageFilter
 from vmcorepack.info import open_parts, window_bits, zero_page_offset
-from vmcorepack.pipeline import read_pfns
+from vmcorepack.pipeline import PHASE_EXCLUDE, Progress, read_pfns
 from vmcorepack.reader import KdumpReader
 from vmcorepack.sources import Source
 
-Progress = Callable[[int, int], None]
+#: Progress phase of step 5 (steps 2 and 3 report under pipeline.PHASE_EXCLUDE).
+PHASE_COMPARE = "Comparing pages"
 
 #: Pages compared per worker task.
 CHUNK_PAGES = 4096
@@ -50,9 +51,6 @@ CHUNK_PAGES = 4096
 BITMAP_WINDOW = 1 << 22
 #: pfns named per finding.
 MAX_PFNS = 8
-_KNOWN_FLAGS = 0
-for _c in CODECS.values():
-    _KNOWN_FLAGS |= _c.flag
 
 # Finding codes.
 CONTENT = "content-mismatch"
@@ -105,6 +103,9 @@ class VerifyReport:
         source_path: The source image.
         dump_level: The dump's level.
         pages_checked: Descriptors whose page was read back and compared.
+        pages_expected: Descriptors the dump has room for (2nd-bitmap bits
+            of its parts): ``pages_checked`` of a complete, sound dump.
+        flagged_incomplete: A part's header has ``DUMP_DH_COMPRESSED_INCOMPLETE``.
         filter_checked: The 2nd bitmap was recomputed and compared exactly.
         findings: Problems, errors first.
         seconds: Wall time.
@@ -114,6 +115,8 @@ class VerifyReport:
     source_path: str
     dump_level: int = 0
     pages_checked: int = 0
+    pages_expected: int = 0
+    flagged_incomplete: bool = False
     filter_checked: bool = False
     findings: list[Finding] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
@@ -129,9 +132,25 @@ class VerifyReport:
         return [f for f in self.findings if f.severity == "warning"]
 
     @property
-    def ok(self) -> bool:
-        """No error (warnings allowed)."""
+    def consistent(self) -> bool:
+        """No error: every page the dump has equals the source's (warnings allowed)."""
         return not self.errors
+
+    @property
+    def missing_pages(self) -> int:
+        """Pages with a zeroed descriptor (never written: the dump was cut, §12)."""
+        f = next((f for f in self.findings if f.code == INCOMPLETE), None)
+        return f.count if f is not None else 0
+
+    @property
+    def incomplete(self) -> bool:
+        """The dump is flagged incomplete or lacks pages: it cannot be called OK, however sound the rest."""
+        return self.flagged_incomplete or self.missing_pages > 0
+
+    @property
+    def ok(self) -> bool:
+        """No error, and the dump is complete."""
+        return self.consistent and not self.incomplete
 
     def first_bad_pfns(self) -> list[int]:
         """Return the first pfns named by error findings, ascending."""
@@ -212,7 +231,7 @@ def _check_chunk(task: _Task) -> tuple[int, int, dict[str, Finding]]:
         out.add(sev, INCOMPLETE, "page descriptor is zeroed (page not written)", pfns[zeroed])
     is_zero = (off == zoff) & ~zeroed if zoff is not None else np.zeros(n, bool)
     bad = ~zeroed & (
-        (off < 0) | (size <= 0) | (size > ps) | ((flags & ~_KNOWN_FLAGS) != 0) | ((flags == 0) & (size != ps))
+        (off < 0) | (size <= 0) | (size > ps) | ((flags & ~CODEC_FLAGS) != 0) | ((flags == 0) & (size != ps))
     )
     if bad.any():
         out.add(
@@ -300,7 +319,9 @@ def _tasks(readers: list[KdumpReader], chunk: int) -> Iterator[_Task]:
 # ----------------------------------------------------------------------------
 
 
-def _check_bitmaps(readers: list[KdumpReader], source: Source, col: _Collector, report: VerifyReport) -> None:
+def _check_bitmaps(
+    readers: list[KdumpReader], source: Source, col: _Collector, report: VerifyReport, progress: Progress | None
+) -> None:
     r = readers[0]
     h = r.header
     level = h.dump_level
@@ -314,6 +335,8 @@ def _check_bitmaps(readers: list[KdumpReader], source: Source, col: _Collector, 
             f"cannot recompute dump level {level} from the source ({err}); only checked that dropped pages are RAM",
         )
         flt = PageFilter(source, level & 1)
+    if progress:
+        progress(0, h.max_mapnr, PHASE_EXCLUDE)
     for s in range(0, h.max_mapnr, BITMAP_WINDOW):
         e = min(s + BITMAP_WINDOW, h.max_mapnr)
         b1 = bitmap.first_bitmap(source.segments, source.page_size, h.max_mapnr, s, e)
@@ -344,6 +367,8 @@ def _check_bitmaps(readers: list[KdumpReader], source: Source, col: _Collector, 
                 f"descriptor for a page dump level {level} drops (or that has no data)",
                 base[extra],
             )
+        if progress:
+            progress(e, h.max_mapnr, PHASE_EXCLUDE)
 
 
 # ----------------------------------------------------------------------------
@@ -364,7 +389,7 @@ def _collect(
         col.merge(found)
         done += pages
         if progress:
-            progress(done, total)
+            progress(done, total, PHASE_COMPARE)
     return done
 
 
@@ -382,10 +407,12 @@ def verify(
         source: The vmcore or raw image it was made from.
         workers: Worker processes (0: compare in this process).
         chunk_pages: Pages per task.
-        progress: ``progress(done_pages, total_pages)`` callback.
+        progress: :class:`~vmcorepack.pipeline.Progress` callback: pfns of the
+            bitmap check, then pages compared (:data:`PHASE_COMPARE`).
 
     Returns:
-        The report (``report.ok`` tells whether there is no error).
+        The report: ``report.ok`` when the dump is complete and has no error,
+        ``report.consistent`` when what it holds is right but it is incomplete.
 
     Raises:
         KdumpFormatError: The dump cannot be parsed at all.
@@ -397,6 +424,7 @@ def verify(
     try:
         h = readers[0].header
         report.dump_level = h.dump_level
+        report.flagged_incomplete = any(r.header.status & DumpStatus.COMPRESSED_INCOMPLETE for r in readers)
         if h.block_size != source.page_size or h.max_mapnr != source.max_mapnr:
             col.add(
                 "error",
@@ -410,13 +438,14 @@ def verify(
             zoff = zero_page_offset(r)
             if zoff is not None and r.nr_dumpable and r.file.read(zoff, h.block_size).strip(b"\0"):
                 col.add("error", ZERO_PAGE, f"{r.path}: shared zero page at {zoff:#x} is not all zero")
-        _check_bitmaps(readers, source, col, report)
+        _check_bitmaps(readers, source, col, report, progress)
         total = sum(
             int(np.count_nonzero(window_bits(r.bitmap2, r.header.start_pfn, min(r.header.end_pfn, h.max_mapnr))))
             for r in readers
         )
+        report.pages_expected = total
         if progress:
-            progress(0, total)
+            progress(0, total, PHASE_COMPARE)
         tasks = _tasks(readers, chunk_pages)
         _STATE.update(readers=readers, source=source)
         try:

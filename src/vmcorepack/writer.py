@@ -109,6 +109,44 @@ def _write_all(fd: int, data: bytes | memoryview, path: str, offset: int | None,
         raise DiskFullError(path, f"size limit of {limit} bytes reached (-L)", at, total)
 
 
+def check_output_path(path: str, force: bool) -> int:
+    """Refuse an output path before any work is done; return the ``os.open`` flags to create it with.
+
+    makedumpfile opens its dump file before it filters; the checks here let a
+    caller fail as early, and :func:`create_output_file` makes them again
+    when it creates the file.
+
+    Args:
+        path: Output path.
+        force: Overwrite an existing regular file (makedumpfile ``-f``).
+
+    Returns:
+        Flags for ``os.open``.
+
+    Raises:
+        OutputError: The path exists (without force), is a symlink or not a
+            regular file, or cannot be examined.
+    """
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return flags | os.O_EXCL
+    except OSError as e:
+        raise OutputError(path, f"cannot examine: {e.strerror}") from e
+    if stat.S_ISLNK(st.st_mode):
+        raise OutputError(path, "is a symbolic link; refusing to write through it")
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputError(path, "is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        # A dump is written out of order and sized at the end: a device or a
+        # pipe takes only a stream (kdump's raw targets run makedumpfile -F | dd).
+        raise OutputError(path, "is not a regular file (use -F to write a stream to it)")
+    if not force:
+        raise OutputError(path, "already exists (use -f to overwrite)")
+    return flags | os.O_TRUNC
+
+
 def create_output_file(path: str, force: bool) -> int:
     """Create the dump file with mode 0600, refusing symlinks and (without force) existing files.
 
@@ -123,22 +161,9 @@ def create_output_file(path: str, force: bool) -> int:
         The open descriptor.
 
     Raises:
-        OutputError: The path exists (without force), is a symlink, or cannot be created.
+        OutputError: Refused by :func:`check_output_path`, or cannot be created.
     """
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        flags |= os.O_EXCL
-    except OSError as e:
-        raise OutputError(path, f"cannot examine: {e.strerror}") from e
-    else:
-        if stat.S_ISLNK(st.st_mode):
-            raise OutputError(path, "is a symbolic link; refusing to write through it")
-        if not force:
-            raise OutputError(path, "already exists (use -f to overwrite)")
-        if stat.S_ISREG(st.st_mode):
-            flags |= os.O_TRUNC
+    flags = check_output_path(path, force)
     try:
         return os.open(path, flags, 0o600)
     except OSError as e:

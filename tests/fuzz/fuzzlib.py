@@ -40,7 +40,8 @@ from vmcorepack.kernel.arch import x86_64
 from vmcorepack.vmcoreinfo import VmcoreInfo
 
 REPO = Path(__file__).resolve().parents[2]
-VECTORS = Path(os.environ.get("VMCOREPACK_SHARED", REPO.parent / "shared")) / "vectors"
+#: conftest.VECTORS, named again here because run_long.py imports this module without pytest.
+VECTORS = REPO / "tests" / "data" / "vectors"
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
 #: An input of under 100 KiB may not make us allocate more than this.

@@ -1,6 +1,6 @@
 """Hostile input (issue 6): mutated vectors may only ever raise our own errors.
 
-Each test mutates the small vectors of ../shared/vectors with structure-aware
+Each test mutates the small vectors of tests/data/vectors with structure-aware
 edits (fuzzlib.py) and runs one parser, or the whole command in-process, under
 the oracle: success or a ``VmcorepackError``; no other exception, no allocation
 over 256 MiB, and a failed ``vmcorepack`` run leaves no file that looks
@@ -18,8 +18,6 @@ import pytest
 from fuzzlib import HypothesisChooser, memory_cap, mutate, mutate_vmcoreinfo, run_target
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-pytestmark = pytest.mark.skipif(not fuzzlib.VECTORS.is_dir(), reason=f"missing {fuzzlib.VECTORS}")
 
 
 def _settings(default: int) -> settings:

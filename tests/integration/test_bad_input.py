@@ -130,3 +130,98 @@ def test_raw_image(tmp_path: Path) -> None:
         for i, page in enumerate(pages):
             assert k.read_page(0x100 + i) == page
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# -- what is not a vmcore at all, and bad options (issue 16) --------------------
+
+
+def _not_files(tmp_path: Path) -> dict[str, Path]:
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    return {
+        "directory": tmp_path,
+        "char-device": Path("/dev/null"),
+        "zero-device": Path("/dev/zero"),
+        "empty": empty,
+        "fifo": fifo,
+    }
+
+
+NOT_FILES = {
+    "directory": "is a directory",
+    "char-device": "is a character device",
+    "zero-device": "is a character device",
+    "empty": "is empty",
+    "fifo": "is a pipe (FIFO)",
+}
+
+MODES = {
+    "pack": lambda src, out: ["-d", "1", src, out],
+    "raw": lambda src, out: ["--raw", "--page-size", "4096", src, out],
+    "elf-output": lambda src, out: ["-E", src, out],
+    "dmesg": lambda src, out: ["--dump-dmesg", src, out],
+    "info": lambda src, out: ["--info", src],
+    "verify-dump": lambda src, out: ["--verify", src, str(VECTORS / "tiny.vmcore")],
+    "verify-source": lambda src, out: ["--verify", str(VECTORS / "tiny_d1_lzo.kdump"), src],
+}
+
+
+def _one_line(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("kind", sorted(NOT_FILES))
+def test_not_a_file_gives_one_line(tmp_path: Path, kind: str, mode: str) -> None:
+    src = _not_files(tmp_path)[kind]
+    out = tmp_path / "out"
+    r = subprocess.run(
+        [sys.executable, "-m", "vmcorepack", *MODES[mode](str(src), str(out))],
+        capture_output=True,
+        text=True,
+        timeout=60,  # a FIFO opened for reading would block forever
+    )
+    line = _one_line(r)
+    assert line == f"vmcorepack: {src}: {NOT_FILES[kind]}" + (
+        ", not a regular file" if kind != "empty" else " (0 bytes)"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "expect"),
+    [("dir", "is a directory"), ("/dev/null", "is not a regular file (use -F to write a stream to it)")],
+)
+def test_output_that_is_not_a_file_is_refused_first(tmp_path: Path, where: str, expect: str) -> None:
+    out = str(tmp_path) if where == "dir" else where
+    for force in ([], ["-f"]):
+        r = _run([*force, "-d", "1", str(VECTORS / "tiny.vmcore"), out])
+        # Refused before the input is read: no progress line comes first.
+        assert _one_line(r) == f"vmcorepack: {out}: {expect}"
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["--foo"], "unrecognized arguments: --foo"),
+        (["-L", "lots", "a", "b"], "argument -L: invalid size 'lots'"),
+        (["--workers", "two", "a", "b"], "argument --workers: invalid int value: 'two'"),
+        (["-c", "-l", "a", "b"], "argument -l: not allowed with argument -c"),
+        (["--stream-codec", "gzip", "-F", "a"], "argument --stream-codec: invalid choice: 'gzip'"),
+    ],
+)
+def test_bad_option_gives_one_line_and_exit_1(args: list[str], what: str) -> None:
+    line = _one_line(_run(args))
+    assert line.startswith(f"vmcorepack: {what}"), line
+    assert line.endswith("(vmcorepack -h lists the options)")
+
+
+def test_help_still_exits_0() -> None:
+    r = _run(["-h"])
+    assert r.returncode == 0 and r.stdout.startswith("usage: vmcorepack")

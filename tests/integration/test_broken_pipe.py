@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import message_lines
+
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "workers"])
 def test_flat_to_closed_pipe(tmp_path: Path, workers: int) -> None:
@@ -23,7 +25,7 @@ def test_flat_to_closed_pipe(tmp_path: Path, workers: int) -> None:
     rc = p.wait(60)
     assert head.startswith(b"makedumpfile")
     assert rc == 1, err
-    lines = err.strip().splitlines()
+    lines = message_lines(err)
     assert len(lines) == 1, err
     assert lines[0].startswith("vmcorepack: ") and "broken pipe" in lines[0]
     assert "Traceback" not in err and "Exception ignored" not in err
@@ -40,4 +42,4 @@ def test_shell_pipeline_into_head(tmp_path: Path) -> None:
     r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     err = (tmp_path / "err").read_text()
     assert r.stdout.strip() == "1", err
-    assert len(err.strip().splitlines()) == 1 and "broken pipe" in err, err
+    assert len(message_lines(err)) == 1 and "broken pipe" in err, err

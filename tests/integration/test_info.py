@@ -229,3 +229,64 @@ def test_plot_real_fixture(real_vmcore: Path, tmp_path: Path, capsys: pytest.Cap
     present = {tuple(c) for c in np.unique(colours, axis=0).tolist()}
     for kind in (PageKind.KEPT, PageKind.ZERO, PageKind.CACHE, PageKind.USER, PageKind.FREE, PageKind.HOLE):
         assert info.KIND_STYLE[kind][0] in present, kind
+
+
+def test_map_kinds_other_than_holes_add_up_to_ram() -> None:
+    # One part of two: the pfns of the other are MISSING where the 1st bitmap has RAM, HOLE elsewhere.
+    for parts in (["tiny_split1.kdump"], ["tiny_split2.kdump"], ["tiny_split1.kdump", "tiny_split2.kdump"]):
+        paths = [str(VECTORS / p) for p in parts]
+        t = info.page_map(paths).totals()
+        d = info.dump_info(paths)
+        assert sum(v for k, v in t.items() if k != PageKind.HOLE) == d.pages.ram, parts
+        assert t[PageKind.HOLE] == d.pages.max_mapnr - d.pages.ram, parts
+
+
+def test_address_ticks_are_power_of_two_boundaries() -> None:
+    gib = 1 << 30
+    assert info.address_ticks(1023 << 20) == [0, gib // 4, gib // 2, 3 * gib // 4]
+    assert info.address_ticks(16 * gib) == [k * gib for k in range(16)]
+    assert info.address_ticks(17 * gib) == [k * 2 * gib for k in range(9)]
+    assert info.address_ticks(1 << 40) == [k * (1 << 36) for k in range(16)]
+    for span in (1 << 12, 5 << 20, 3 * gib, (1 << 40) + 1, 1 << 50):
+        ticks = info.address_ticks(span)
+        step = ticks[1]
+        assert 4 <= len(ticks) <= 16 and step & (step - 1) == 0 and ticks == list(range(0, span, step)), span
+
+
+@pytest.mark.slow
+def test_plot_classifies_kept_pages_with_source(real_vmcore: Path, tmp_path: Path) -> None:
+    # Per pfn (1 pixel = 1 page on this 1 GiB fixture): what -d 1 keeps as page cache, user
+    # data or free is exactly what -d 31 excludes as such, and kernel pages are kept by both.
+    from vmcorepack.pipeline import PackOptions, pack
+
+    maps = {}
+    with open_elf(str(real_vmcore)) as src:
+        for level in (1, 31):
+            dump = tmp_path / f"d{level}.kdump"
+            pack(src, str(dump), PackOptions(dump_level=level, codec="lzo"))
+            maps[level] = info.page_map([str(dump)], src)
+    assert maps[1].group == 1
+    k1, k31 = maps[1].kinds(), maps[31].kinds()
+    pairs = {
+        PageKind.KEPT: PageKind.KEPT,
+        PageKind.CACHE_KEPT: PageKind.CACHE,
+        PageKind.USER_KEPT: PageKind.USER,
+        PageKind.FREE_KEPT: PageKind.FREE,
+    }
+    for kept, excluded in pairs.items():
+        at = k1 == kept
+        assert at.sum() > 0, kept
+        assert (k31[at] == excluded).all(), (kept, np.unique(k31[at], return_counts=True))
+    # Pages only -d 1 stores as the zero page are whatever -d 31 says; nothing is left unsorted.
+    t1 = maps[1].totals()
+    assert t1[PageKind.EXCLUDED] == t1[PageKind.CACHE] == t1[PageKind.USER] == t1[PageKind.FREE] == 0
+    assert sum(t1[k] for k in pairs) + t1[PageKind.ZERO] == 212_856
+    if not IN_CI:
+        pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    png = tmp_path / "d1.png"
+    info.render_map(info.dump_info([str(tmp_path / "d1.kdump")]), maps[1], str(png))
+    present = {tuple(c) for c in np.unique(np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3), axis=0).tolist()}
+    for kind in (*pairs, PageKind.ZERO, PageKind.HOLE):
+        assert info.KIND_STYLE[kind][0] in present, kind

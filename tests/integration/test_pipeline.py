@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import IN_CI, require_tool
+from helpers import file_sha256
 from vmcorepack import codecs, native, pipeline, sources
 from vmcorepack.cli import main
 from vmcorepack.fixtures import FixtureSpec, build
 
 Q = ["--message-level", "0"]
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.slow
@@ -30,7 +26,7 @@ def test_real_fixture_any_workers_any_cycles(real_vmcore: Path, tmp_path: Path, 
                 continue  # keep the matrix small: every worker count once, every cycle size with 0 and 2
             out = tmp_path / f"w{workers}{'-'.join(cycle)}.kdump"
             assert main([*Q, codec, "-d", str(level), "--workers", workers, *cycle, str(real_vmcore), str(out)]) == 0
-            digests.add(_digest(out))
+            digests.add(file_sha256(out))
             out.unlink()
     assert len(digests) == 1
 
@@ -45,7 +41,7 @@ def test_real_fixture_equals_makedumpfile(real_vmcore: Path, tmp_path: Path, lev
     r = subprocess.run([mdf, "-l", "-d", str(level), str(real_vmcore), str(theirs)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert main([*Q, "-l", "-d", str(level), "--workers", "2", str(real_vmcore), str(ours)]) == 0
-    assert _digest(ours) == _digest(theirs)
+    assert file_sha256(ours) == file_sha256(theirs)
 
 
 @pytest.mark.parametrize("generation", ["6.1", "6.12"])
@@ -59,7 +55,7 @@ def test_generated_any_workers_any_cycles(tmp_path: Path, generation: str) -> No
         for cycle in ([], ["--cyclic-buffer", "1"], ["--cyclic-buffer", "2"]):
             out = tmp_path / f"w{workers}{len(cycle)}.kdump"
             assert main([*Q, "-c", "-d", "31", "--workers", workers, *cycle, str(img.path), str(out)]) == 0
-            by_variant["cycled" if cycle else "default"].add(_digest(out))
+            by_variant["cycled" if cycle else "default"].add(file_sha256(out))
             out.unlink()
     assert len(by_variant["default"]) == 1
     assert len(by_variant["cycled"]) == 1
@@ -80,7 +76,7 @@ def test_generated_any_chunk_size_either_page_loop(tmp_path: Path, codec: str, m
             out = tmp_path / f"{use_c}-{fused}-{workers}-{chunk}.kdump"
             opts = pipeline.PackOptions(dump_level=31, codec=codec, workers=workers, chunk_pages=chunk)
             pipeline.pack(sources.open_elf(str(img.path)), str(out), opts)
-            digests.add(_digest(out))
+            digests.add(file_sha256(out))
             out.unlink()
     assert len(digests) == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import IN_CI, VECTORS, require_tool
-from helpers import elf_page_reader
+from helpers import elf_page_reader, first_difference
 from vmcorepack.cli import main
 from vmcorepack.reader import KdumpReader
 
@@ -25,6 +26,67 @@ def test_split_equals_makedumpfile_parts(tmp_path: Path) -> None:
     )
     assert a.read_bytes() == (VECTORS / "tiny_split1.kdump").read_bytes()
     assert b.read_bytes() == (VECTORS / "tiny_split2.kdump").read_bytes()
+
+
+def _part_pages(paths: list[Path]) -> list[int]:
+    counts = []
+    for p in paths:
+        with KdumpReader(str(p)) as r:
+            counts.append(len(r.dumpable_pfns()))
+    return counts
+
+
+def test_split_warns_of_empty_parts_and_names_a_block_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # tiny's 9 pages all fall in its first 1 GiB splitblock: makedumpfile's cut leaves parts 2 and 3 empty.
+    parts = [tmp_path / f"s{i}" for i in range(1, 4)]
+    assert main(["--message-level", "0", "--split", "-d", "0", str(TINY), *map(str, parts)]) == 0
+    err = capsys.readouterr().err
+    assert _part_pages(parts) == [9, 0, 0]
+    m = re.fullmatch(
+        rf"vmcorepack: warning: {parts[1]}, {parts[2]}: 2 of 3 parts hold no pages \(the 9 pages to dump fill too few "
+        r"splitblocks of 1048576 KiB\); --splitblock-size (\d+) spreads them over all 3 parts\n",
+        err,
+    )
+    assert m, err
+    # The size named does spread them, and no larger power of two below 1 GiB would.
+    size = int(m[1])
+    for p in parts:
+        p.unlink()
+    assert (
+        main(
+            ["--message-level", "0", "--split", "--splitblock-size", str(size), "-d", "0", str(TINY), *map(str, parts)]
+        )
+        == 0
+    )
+    assert capsys.readouterr().err == ""
+    got = _part_pages(parts)
+    assert sum(got) == 9 and all(got), got
+    for p in parts:
+        p.unlink()
+    assert (
+        main(
+            [
+                "--message-level",
+                "0",
+                "--split",
+                "--splitblock-size",
+                str(2 * size),
+                "-d",
+                "0",
+                str(TINY),
+                *map(str, parts),
+            ]
+        )
+        == 0
+    )
+    assert "hold no pages" in capsys.readouterr().err
+
+
+def test_split_into_more_parts_than_pages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parts = [tmp_path / f"s{i}" for i in range(10)]
+    assert main(["--message-level", "0", "--split", "-d", "0", str(TINY), *map(str, parts)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no --splitblock-size helps: there are fewer pages (9) than parts" in err, err
 
 
 def test_reassemble_makedumpfile_parts(tmp_path: Path) -> None:
@@ -74,7 +136,7 @@ def test_real_split_reassembles_to_direct(real_vmcore: Path, tmp_path: Path, lev
     assert main([*common, "--split", "--splitblock-size", "65536", str(real_vmcore), *map(str, parts)]) == 0
     merged = tmp_path / "merged"
     assert main(["--message-level", "0", "--reassemble", *map(str, parts), str(merged)]) == 0
-    assert merged.read_bytes() == direct.read_bytes()
+    assert first_difference(merged, direct) is None
     ranges = []
     for p in parts:
         with KdumpReader(str(p)) as k:

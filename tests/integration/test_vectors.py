@@ -1,4 +1,4 @@
-"""Byte compatibility with makedumpfile's own output for ../shared/vectors (issue 2)."""
+"""Byte compatibility with makedumpfile's own output for tests/data/vectors (issue 2)."""
 
 from __future__ import annotations
 

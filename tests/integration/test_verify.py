@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -98,7 +99,50 @@ def test_verify_incomplete_vector_warns() -> None:
     f = codes(rep)[verify.INCOMPLETE]
     assert f.severity == "warning"
     assert f.pfns == [3, 4, 6, 7, 8, 9]
-    assert rep.ok
+    # What it holds is right, but an incomplete dump is never OK.
+    assert rep.consistent and rep.incomplete and not rep.ok
+    assert (rep.pages_checked, rep.pages_expected, rep.missing_pages) == (3, 9, 6)
+    assert rep.flagged_incomplete
+
+
+def _verify_cli(dump: Path, source: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = cli.main(["--message-level", "6", "--verify", str(dump), str(source)])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_verify_cli_truncated_dump_is_not_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dump = tmp_path / "cut.kdump"
+    assert cli.main(["-d", "0", "-L", "30000", str(VECTORS / "tiny.vmcore"), str(dump)]) == cli.EXIT_FAILURE
+    capsys.readouterr()
+    rc, out, err = _verify_cli(dump, VECTORS / "tiny.vmcore", capsys)
+    assert rc == cli.EXIT_VERIFY_INCOMPLETE == 2
+    assert "OK" not in out
+    assert out.splitlines()[-1].startswith(
+        "verify INCOMPLETE: 3 of 9 pages compared with "
+        f"{VECTORS / 'tiny.vmcore'} (6 never written; the dump is flagged incomplete), 0 error(s)"
+    ), out
+    assert err == ""
+
+
+def test_verify_cli_damaged_incomplete_dump_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dump = tmp_path / "cut.kdump"
+    shutil.copy(VECTORS / "tiny_incomplete.kdump", dump)
+    with KdumpReader(str(dump)) as r:
+        pfn = next(p for p in r.dumpable_pfns().tolist() if int(r.descriptor(p)["offset"]))
+        d = r.descriptor(pfn)
+        assert int(d["flags"]) == 0  # stored raw: any byte changed is a content mismatch
+    patch(dump, int(d["offset"]) + int(d["size"]) // 2, b"\xa5")
+    rc, out, err = _verify_cli(dump, VECTORS / "tiny.vmcore", capsys)
+    assert rc == cli.EXIT_VERIFY_FAILED == 1
+    assert out.splitlines()[-1].startswith("verify FAILED: 3 of 9 pages compared"), out
+    assert f"{pfn:#x}" in err
+
+
+def test_verify_cli_complete_dump_is_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = _verify_cli(VECTORS / "tiny_d1_lzo.kdump", VECTORS / "tiny.vmcore", capsys)
+    assert rc == cli.EXIT_VERIFY_OK == 0
+    assert out.startswith("verify OK: ")
 
 
 def test_verify_descriptor_for_page_the_level_drops(tmp_path: Path) -> None:
@@ -206,3 +250,19 @@ def test_verify_descriptor_past_eof(mdf_d31: Path, real_vmcore: Path, tmp_path: 
     rep = check(dump, real_vmcore, workers=2)
     assert [f.code for f in rep.errors] == [verify.PAST_EOF], [str(f) for f in rep.findings]
     assert rep.errors[0].pfns == [pfn]
+
+
+@pytest.mark.slow
+def test_verify_cli_real_fixture_cut_by_L(
+    real_vmcore: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dump = tmp_path / "cut.kdump"
+    rc = cli.main(["--message-level", "6", "-l", "-d", "1", "-L", "40M", str(real_vmcore), str(dump)])
+    assert rc == cli.EXIT_FAILURE
+    capsys.readouterr()
+    rc, out, _ = _verify_cli(dump, real_vmcore, capsys)
+    assert rc == cli.EXIT_VERIFY_INCOMPLETE
+    assert "OK" not in out
+    m = re.search(r"^verify INCOMPLETE: (\d+) of 212856 pages compared .* \((\d+) never written", out, re.M)
+    assert m, out
+    assert int(m[1]) + int(m[2]) == 212856 and 0 < int(m[1]) < 212856

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import VECTORS, require_tool
-from helpers import elf_loads, elf_page_reader, elf_ram_pfns, runs
+from helpers import elf_loads, elf_page_reader, elf_ram_pfns, first_difference, runs
 from vmcorepack import elfout
 from vmcorepack.cli import main
 from vmcorepack.sources import open_elf
@@ -20,16 +20,16 @@ pytestmark = pytest.mark.interop
 CASES = [("tiny", 0), ("tiny", 1)] + [("filt", d) for d in (0, 1, 2, 4, 8, 16, 31)] + [("filt2", 0), ("filt2", 31)]
 
 
-def makedumpfile_elf(vmcore: Path, level: int, out: Path) -> bytes:
+def makedumpfile_elf(vmcore: Path, level: int, out: Path) -> Path:
     tool = require_tool("makedumpfile")
     subprocess.run([tool, "-E", "-d", str(level), str(vmcore), str(out)], check=True, capture_output=True)
-    return out.read_bytes()
+    return out
 
 
 @pytest.mark.parametrize(("name", "level"), CASES, ids=[f"{n}-d{d}" for n, d in CASES])
 def test_vectors_equal_makedumpfile(tmp_path: Path, name: str, level: int) -> None:
     vmcore = VECTORS / f"{name}.vmcore"
-    ref = makedumpfile_elf(vmcore, level, tmp_path / "ref.elf")
+    ref = makedumpfile_elf(vmcore, level, tmp_path / "ref.elf").read_bytes()
     ours = tmp_path / "ours.elf"
     with open_elf(str(vmcore)) as src:
         res = elfout.pack_elf(src, str(ours), level)
@@ -39,7 +39,7 @@ def test_vectors_equal_makedumpfile(tmp_path: Path, name: str, level: int) -> No
 
 def test_cli_elf_and_flat_stream(tmp_path: Path) -> None:
     vmcore = VECTORS / "filt.vmcore"
-    ref = makedumpfile_elf(vmcore, 31, tmp_path / "ref.elf")
+    ref = makedumpfile_elf(vmcore, 31, tmp_path / "ref.elf").read_bytes()
     out = tmp_path / "cli.elf"
     assert main(["-E", "-d", "31", "--message-level", "0", str(vmcore), str(out)]) == 0
     assert out.read_bytes() == ref
@@ -80,12 +80,7 @@ def test_real_fixture_d31_equals_makedumpfile_and_reads_back(real_vmcore: Path, 
         res = elfout.pack_elf(src, str(ours), 31)
     assert res.zero_pages == 7629  # makedumpfile 1.7.9's d31.stats
     assert len(elf_loads(ours)) == 31
-    with open(ref, "rb") as a, open(ours, "rb") as b:
-        while True:
-            x, y = a.read(1 << 24), b.read(1 << 24)
-            assert x == y
-            if not x:
-                break
+    assert first_difference(ref, ours) is None
     ref.unlink()
 
     drgn = pytest.importorskip("drgn")

@@ -10,6 +10,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "vmcorepack"
 LAYERS = {
     "errors": 0,
     "constants": 0,
+    "sysmem": 0,
     "formats": 1,
     "native": 1,
     "vmcoreinfo": 2,

@@ -166,6 +166,24 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def why_no_capture(out: Path) -> str:
+    """Where the loop stopped: the serial log's last ``e2e-init:`` line, and guest.sh's last line after it."""
+    last_init = last_guest = ""
+    log = out / "serial.log"
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        # Each line is "[seconds] text" (run_qemu); the marker may follow kernel output on the same line.
+        at = line.find("e2e-")
+        if at < 0:
+            continue
+        if line.startswith("e2e-init:", at):
+            last_init, last_guest = line[at:], ""
+        elif line.startswith(("e2e-first:", "e2e-capture:"), at):
+            last_guest = line[at:]
+    if not last_init:
+        return f"no e2e-init line in {log}: the first kernel never reached the initramfs /init"
+    return f"serial log's last e2e-init line: {last_init!r}" + (f", then {last_guest!r}" if last_guest else "")
+
+
 def _check(name: str, ok: bool, detail: str, required: bool = True, **extra: Any) -> dict[str, Any]:
     mark = "PASS" if ok else "FAIL" if required else "DIFF"
     print(f"  [{mark}] {name}: {detail}", file=sys.stderr)
@@ -517,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     if vp and vp.get("timed_out"):
         print(f"e2e: vmcorepack killed after --step-timeout {a.step_timeout} s", file=sys.stderr)
     checks: list[dict[str, Any]] = []
-    checks.append(_check("capture ran", bool(cap), f"capture.env {'present' if cap else 'missing'}"))
+    checks.append(
+        _check("capture ran", bool(cap), "capture.env present" if cap else f"no capture.env: {why_no_capture(out)}")
+    )
     la57 = first.get("cpu_la57")
     checks.append(_check("paging mode", la57 == ("1" if a.paging == 5 else "0"), f"la57 in guest cpuinfo: {la57}"))
     if vp is not None:

@@ -152,7 +152,7 @@ def for_source(source: Source) -> Machine:
         where = source.machine_offset
         if arch is None or arch.machine is None:
             raise MachineError(source.path, where, f"{elf.machine_name(recorded)} vmcores are not supported yet")
-        if told is not None and told is not arch:
+        if told is not None and told.e_machine != arch.e_machine:
             raise MachineError(
                 source.path, where, f"the header says {arch.label} but VMCOREINFO comes from an {told.label} kernel"
             )
