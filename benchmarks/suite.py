@@ -91,7 +91,8 @@ def plot(results: list[Result], png: Path, cpus: str) -> None:
                 continue
             x = [r.ram_bytes / 2**30 for r in rs]
             (line,) = ax.plot(x, [r.ram_bytes / r.ours_s / 2**20 for r in rs], marker="o", label=f"vmcorepack {codec}")
-            base = [r for r in rs if r.baseline != "-"]
+            # fast-zlib's baseline is makedumpfile -c, drawn already as zlib's.
+            base = [r for r in rs if r.baseline != "-" and codec != "fast-zlib"]
             if base:
                 ax.plot(
                     [r.ram_bytes / 2**30 for r in base],
@@ -138,6 +139,7 @@ def main() -> int:
     ap.add_argument("--makedumpfile", default=makedumpfile_179(), help="1.7.9 with all codecs (default: the cache's)")
     ap.add_argument("--cpus", default="1,2", help="1: both tools on CPU 0; 2: vmcorepack with 2 workers")
     ap.add_argument("--codecs", default="lzo,zlib,fast-zlib,zstd,snappy", help="codecs to run")
+    ap.add_argument("--note", default="", help="a line for results.md (how busy the machine was)")
     ap.add_argument("--plot-only", action="store_true", help="redraw throughput.png from results.csv")
     args = ap.parse_args()
     if args.plot_only:
@@ -180,6 +182,8 @@ def main() -> int:
     with open(RESULTS / "results.md", "w") as f:
         f.write(f"`python benchmarks/suite.py --runs {runs} --sizes {','.join(sizes)}`, median of {runs}\n\n")
         f.write(f"baseline: {args.makedumpfile}\n\n")
+        if args.note:
+            f.write(f"{args.note}\n\n")
         f.write(
             "| input | options | CPUs | baseline | baseline s | vmcorepack s | ratio | peak MiB (base / ours) | size "
             "| baseline range s | vmcorepack range s | input re-read MiB |\n"
