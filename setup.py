@@ -1,7 +1,9 @@
 """Build the optional C page loop (vmcorepack._native); everything else is in pyproject.toml.
 
 The extension needs a C compiler and Debian's zlib1g-dev (its LZO1X-1 encoder
-is our own, _lzo1x.h).
+is our own, _lzo1x.h).  libsnappy, libzstd and libdeflate are loaded with
+dlopen() when it runs, so their headers are not needed; without them the
+Python loop does those codecs.
 Without them the build still succeeds (``optional=True``) and vmcorepack uses
 its pure-Python page loop, which writes the same bytes more slowly.
 """
