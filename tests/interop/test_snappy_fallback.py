@@ -23,7 +23,8 @@ def fallback_dump(real_vmcore: Path, tmp_path_factory: pytest.TempPathFactory) -
     """The real fixture at -d 31, snappy pages from python-snappy (forked workers inherit the choice)."""
     out = tmp_path_factory.mktemp("snappy") / "py.kdump"
     saved = codecs.CODECS["snappy"]
-    codecs.CODECS["snappy"] = dataclasses.replace(saved, loaders=(codecs._python_snappy,))
+    # As without libsnappy: no C page loop for snappy either (it would dlopen libsnappy).
+    codecs.CODECS["snappy"] = dataclasses.replace(saved, loaders=(codecs._python_snappy,), native_id=None)
     codecs._impl.cache_clear()
     try:
         assert codecs.get_codec("snappy").impl().label.startswith("python-snappy")
