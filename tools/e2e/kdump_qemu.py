@@ -83,10 +83,10 @@ def resolve_kernel_package(spec: str, meta: str = "linux-image-amd64") -> str:
 
 
 def _kernel_parts(pkg: str) -> list[str]:
-    """``pkg`` and, from 7.x on, the linux-binary-K and linux-modules-K packages it depends on."""
+    """``pkg`` and, from 7.x on, the linux-binary-K, linux-modules-K and linux-base-K (modules.builtin) it needs."""
     r = subprocess.run(["apt-cache", "show", "--no-all-versions", pkg], capture_output=True, text=True, check=True)
     arch = pkg.partition(":")[2]
-    parts = re.findall(r"\b(linux-(?:binary|modules)-[^\s,(]+)", r.stdout.partition("\nDescription")[0])
+    parts = re.findall(r"\b(linux-(?:binary|modules|base)-[^\s,(]+)", r.stdout.partition("\nDescription")[0])
     return [pkg, *(f"{p}:{arch}" if arch else p for p in dict.fromkeys(parts))]
 
 
@@ -106,8 +106,14 @@ def fetch_kernel(pkg: str) -> tuple[str, Path, Path]:
             deb = max(debs.glob(f"{name}_*.deb"))
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         (root / ".done").touch()
-    vmlinuz = next(p for p in (root / "boot").glob("vmlinuz-*") if not p.is_symlink())
-    release = vmlinuz.name.removeprefix("vmlinuz-")
+    # Up to 6.x: /boot/vmlinuz-K and /lib/modules/K; 7.x: /usr/lib/modules/K/vmlinuz.
+    boot = [p for p in (root / "boot").glob("vmlinuz-*") if not p.is_symlink()]
+    if boot:
+        vmlinuz = boot[0]
+        release = vmlinuz.name.removeprefix("vmlinuz-")
+    else:
+        vmlinuz = next((root / "usr/lib/modules").glob("*/vmlinuz"))
+        release = vmlinuz.parent.name
     moddir = next(d for d in (root / "usr/lib/modules" / release, root / "lib/modules" / release) if d.is_dir())
     return release, vmlinuz, moddir
 

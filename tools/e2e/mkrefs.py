@@ -1,4 +1,4 @@
-"""Make a compressed real-vmcore fixture and makedumpfile's reference outputs for it.
+r"""Make a compressed real-vmcore fixture and makedumpfile's reference outputs for it.
 
 For one ELF vmcore (``vmcore.elf`` of a tools/e2e run), with a makedumpfile binary of any
 architecture (an arm64 build runs under ``qemu-aarch64-static``, its libraries found through
@@ -65,7 +65,7 @@ def _table(stats: str) -> list[str]:
 
 
 def run_levels(mdf: list[str], elf: Path, work: Path) -> dict[str, tuple[bytes, str]]:
-    """makedumpfile at every level and codec: {"dN[-c]": (head, stats text)}."""
+    """Run makedumpfile at every level and codec: {"dN[-c]": (head, stats text)}."""
     out: dict[str, tuple[bytes, str]] = {}
     for opt, suffix in CODECS.items():
         for level in LEVELS:
@@ -87,7 +87,7 @@ def _pt_loads(mm: mmap.mmap) -> list[tuple[int, int, int]]:
     """(file offset, physical address, size in file) of each PT_LOAD of a little-endian ELF64."""
     if mm[:4] != b"\x7fELF" or mm[4] != 2:
         raise SystemExit("mkrefs: not an ELF64 file")
-    phoff, = struct.unpack_from("<Q", mm, 0x20)
+    (phoff,) = struct.unpack_from("<Q", mm, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", mm, 0x36)
     loads = []
     for i in range(phnum):
@@ -124,6 +124,39 @@ def reduce_elf(src: Path, dst: Path, bitmap2: bytes, page: int) -> tuple[int, in
     return patterned, zeros
 
 
+def vmcoreinfo(elf: Path) -> bytes:
+    """The VMCOREINFO note's text, from the PT_NOTE segments of a little-endian ELF64."""
+    with open(elf, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        (phoff,) = struct.unpack_from("<Q", mm, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", mm, 0x36)
+        for i in range(phnum):
+            p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", mm, phoff + i * phentsize)
+            at, end = p_offset, p_offset + p_filesz
+            while p_type == 4 and at + 12 <= end:
+                namesz, descsz, _ = struct.unpack_from("<III", mm, at)
+                desc = at + 12 + (namesz + 3) // 4 * 4
+                if mm[at + 12 : at + 12 + namesz].rstrip(b"\0") == b"VMCOREINFO":
+                    return bytes(mm[desc : desc + descsz]).rstrip(b"\0")
+                at = desc + (descsz + 3) // 4 * 4
+    raise SystemExit(f"mkrefs: {elf}: no VMCOREINFO note")
+
+
+def copy_run(run: Path, outdir: Path, mdf: list[str]) -> None:
+    """Keep what a tools/e2e run measured, its serial log, the guest makedumpfile's log, dmesg."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    for name in ("first.env", "capture.env"):
+        shutil.copyfile(run / name, outdir / name)
+    shutil.copyfile(run / "makedumpfile.log", outdir / "guest-makedumpfile.log")
+    (outdir / "serial.log.zst").write_bytes(
+        zstandard.ZstdCompressor(level=19).compress((run / "serial.log").read_bytes())
+    )
+    (outdir / "vmcoreinfo.txt").write_bytes(vmcoreinfo(run / "vmcore.elf") + b"\n")
+    dmesg = outdir / "dmesg.txt"
+    dmesg.unlink(missing_ok=True)
+    subprocess.run([*mdf, "--dump-dmesg", str(run / "vmcore.elf"), str(dmesg)], capture_output=True, check=True)
+    dmesg.chmod(0o644)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ELF OUTDIR."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,11 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ld-prefix", default="/", help="QEMU_LD_PREFIX: a root holding its libraries")
     p.add_argument("--no-reduce", action="store_true", help="only the reference outputs; keep no ELF")
     p.add_argument("--keep-reduced", type=Path, help="path where the reduced ELF is kept, uncompressed")
-    p.add_argument("elf", type=Path)
+    p.add_argument("--run", type=Path, help="also keep this tools/e2e run's logs (its vmcore.elf is ELF's default)")
+    p.add_argument("elf", type=Path, nargs="?")
     p.add_argument("outdir", type=Path)
     a = p.parse_args(argv)
     os.environ["QEMU_LD_PREFIX"] = a.ld_prefix
     mdf = [a.qemu_user, str(a.makedumpfile)] if a.qemu_user else [str(a.makedumpfile)]
+    if a.elf is None:
+        if a.run is None:
+            p.error("give ELF or --run")
+        a.elf = a.run / "vmcore.elf"
+    if a.run is not None:
+        copy_run(a.run, a.outdir, mdf)
     refdir = a.outdir / a.name
     refdir.mkdir(parents=True, exist_ok=True)
     cctx = zstandard.ZstdCompressor(level=19)
