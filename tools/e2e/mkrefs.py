@@ -13,8 +13,8 @@ architecture (an arm64 build runs under ``qemu-aarch64-static``, its libraries f
 3. run every level again on the reduced ELF and require the same bitmaps (byte for byte) and
    the same page-count tables; only then write ``vmcore.elf.zst``.
 
-    python3 tools/e2e/mkrefs.py --makedumpfile BUILD/makedumpfile --name makedumpfile-1.7.9 \\
-        RUN/vmcore.elf tests/data/arm64/NAME
+    .venv/bin/python tools/e2e/mkrefs.py --makedumpfile BUILD/makedumpfile --name makedumpfile-1.7.9 \\
+        --run RUN tests/data/arm64/NAME
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import zstandard
+
+from vmcorepack.formats.kdump import KdumpLayout
 
 LEVELS = (0, 1, 2, 4, 8, 16, 31)
 CODECS = {"-l": "", "-c": "-c"}  # option -> file-name suffix
@@ -38,9 +41,9 @@ PATTERN_TEXT = b"vmcorepack fixture: content of a page excluded at dump level 31
 
 
 def _header_geometry(head: bytes) -> tuple[int, int, int]:
-    """(block_size, sub_hdr_size, bitmap_blocks) of a kdump main header (docs/kdump-format.md)."""
-    block_size, sub_hdr_size, bitmap_blocks = struct.unpack_from("<iii", head, 428)
-    return block_size, sub_hdr_size, bitmap_blocks
+    """(block_size, sub_hdr_size, bitmap_blocks) of a kdump main header, little-endian 64-bit (arm64, x86_64)."""
+    h = np.frombuffer(head, KdumpLayout.for_target("<", 8).disk_dump_header, 1)[0]
+    return int(h["block_size"]), int(h["sub_hdr_size"]), int(h["bitmap_blocks"])
 
 
 def _head(dump: Path) -> bytes:
