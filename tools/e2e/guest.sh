@@ -106,7 +106,10 @@ run() {  # run NAME COMMAND...: measured, output in /mnt/NAME.{log,json}
     kv "${name}_rc" $rc
     note "$name: exit $rc, $(tail -n 1 "/mnt/$name.log")"
 }
-# shellcheck disable=SC2086 # E2E_ARGS is a word list on purpose
+# Which codecs and C extension the guest's vmcorepack has (an arm64 root's own python3).
+# shellcheck disable=SC2086 # E2E_VMCOREPACK and E2E_ARGS are word lists on purpose
+$E2E_VMCOREPACK -v > /mnt/vmcorepack-version.txt 2>&1
+# shellcheck disable=SC2086
 run vmcorepack $E2E_VMCOREPACK $E2E_ARGS /proc/vmcore /mnt/dump.kdump
 if [ "$E2E_MAKEDUMPFILE" = 1 ]; then
     # shellcheck disable=SC2086

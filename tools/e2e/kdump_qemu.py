@@ -152,6 +152,43 @@ def build_arm64_root(release: str) -> Path:
     return root
 
 
+def build_arm64_sources(root: Path, release: str) -> Path:
+    """A copy of vmcorepack's sources with its C extension cross-built for the root's python3.
+
+    The guest imports vmcorepack from there (the repository's own build is x86). Needs
+    gcc-aarch64-linux-gnu and zlib1g-dev:arm64; the Python headers come from the root's suite
+    (``libpython3.X-dev:arm64``, downloaded, not installed).
+    """
+    pyver = os.readlink(root / "usr/bin/python3")  # python3.13
+    out = CACHE / "arm64-src"
+    pkg = out / "vmcorepack"
+    so = pkg / f"_native.cpython-{pyver.removeprefix('python').replace('.', '')}-aarch64-linux-gnu.so"
+    src = REPO / "src" / "vmcorepack"
+    newest = max(p.stat().st_mtime for p in src.rglob("*") if p.suffix in (".py", ".c", ".h"))
+    if so.exists() and so.stat().st_mtime > newest:
+        return out
+    headers = CACHE / f"lib{pyver}-dev-arm64"
+    if not (headers / "usr" / "include" / pyver / "Python.h").exists():
+        debs = CACHE / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        empty = CACHE / "apt-no-preferences"
+        empty.mkdir(parents=True, exist_ok=True)
+        opts = ["-o", f"Dir::Etc::PreferencesParts={empty}", "-o", f"APT::Default-Release={release}"]
+        subprocess.run(["apt-get", *opts, "download", "-q", f"lib{pyver}-dev:arm64"], cwd=debs, check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        deb = max(debs.glob(f"lib{pyver}-dev_*_arm64.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(headers)], check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    inc = headers / "usr" / "include"
+    subprocess.run(
+        ["aarch64-linux-gnu-gcc", "-shared", "-fPIC", "-O2", f"-I{inc}", f"-I{inc / pyver}",
+         "-o", str(so), str(src / "_native.c"), "-lz"],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
 # ---------------------------------------------------------------- QEMU
 
 
@@ -453,6 +490,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-makedumpfile", action="store_true", help="skip Debian's makedumpfile in the capture run")
     p.add_argument("--kexec-args", help="extra kexec -p options (e.g. -d: its log is kexec.log)")
     p.add_argument("--root-release", default="trixie", help="Debian suite of the arm64 guest root (default trixie)")
+    p.add_argument(
+        "--no-arm64-native",
+        dest="arm64_native",
+        action="store_false",
+        help="arm64: run vmcorepack's Python loops (VMCOREPACK_NATIVE=0), no cross-built C extension",
+    )
     p.add_argument("--append", default="", help="extra kernel options of the first kernel")
     p.add_argument("--mem", help="first kernel's RAM (QEMU -m, default 1G, arm64 512M)")
     p.add_argument("--cpu", help="QEMU -cpu (default max,la57=off / max; arm64 max,pauth-impdef=on)")
@@ -507,8 +550,12 @@ def main(argv: list[str] | None = None) -> int:
     if arm:
         has_mdf = not a.no_makedumpfile and (guest_root / "usr/bin/makedumpfile").exists()
         # The repository's venv is x86: run vmcorepack from its sources with the guest's python3,
-        # without the C extension (not built for arm64).
-        vmcorepack_cmd = f"env PYTHONPATH={REPO / 'src'} VMCOREPACK_NATIVE=0 /usr/bin/python3 -m vmcorepack"
+        # with the C extension cross-built for it, or without (VMCOREPACK_NATIVE=0, Python loops).
+        if a.arm64_native and shutil.which("aarch64-linux-gnu-gcc"):
+            srcdir = build_arm64_sources(guest_root, a.root_release)
+            vmcorepack_cmd = f"env PYTHONPATH={srcdir} /usr/bin/python3 -m vmcorepack"
+        else:
+            vmcorepack_cmd = f"env PYTHONPATH={REPO / 'src'} VMCOREPACK_NATIVE=0 /usr/bin/python3 -m vmcorepack"
         (guest_root / str(REPO).lstrip("/")).mkdir(parents=True, exist_ok=True)  # the repo share's mount point
     else:
         has_mdf = not a.no_makedumpfile and shutil.which("makedumpfile") is not None
@@ -588,6 +635,11 @@ def main(argv: list[str] | None = None) -> int:
             ),
         },
         "vmcorepack": _read_json(out / "vmcorepack.json"),
+        "vmcorepack_version": (
+            (out / "vmcorepack-version.txt").read_text(errors="replace").splitlines()
+            if (out / "vmcorepack-version.txt").exists()
+            else None
+        ),
         "makedumpfile": _read_json(out / "makedumpfile.json"),
         "elfcopy": _read_json(out / "elfcopy.json"),
         "sizes": {p.name: p.stat().st_size for p in sorted(out.glob("*.kdump")) if p.is_file()},
