@@ -14,8 +14,11 @@ file. Then verify on the host and print a report (also written as ``report.json`
 (``--flavour arm64-16k`` for 16 KiB pages). Its guest cannot use the host's x86 root, so it gets a
 root directory of Debian arm64 packages (tools/e2e/mkroot.py: busybox-static, kexec-tools, python3,
 python3-numpy, makedumpfile) over 9p, and the repository as a second share at the same path;
-vmcorepack runs there from the sources with the guest's python3 (no C extension:
-VMCOREPACK_NATIVE=0).
+vmcorepack runs there from a copy of the sources with the guest's python3 and its C extension
+cross-built for it (``--no-arm64-native``: Python loops). Debian's 52-bit-VA kernels (6.12
+arm64-16k, 7.x arm64) run with LPA2 under the default ``-cpu max``; ``--cpu
+max,lpa2=off,pauth-impdef=on`` makes them fall back to 47/48 bits, which makedumpfile's git head
+can read (tests/data/arm64/README.md).
 """
 
 from __future__ import annotations
