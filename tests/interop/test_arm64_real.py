@@ -101,7 +101,7 @@ def test_readers_get_every_kept_page(capture: tuple[Path, Path], tmp_path: Path,
         ps = r.header.block_size
         pfns = [int(p) for p in r.dumpable_pfns()]
     src = elf_page_reader(vmcore, ps)
-    for pfn in pfns[:: max(1, len(pfns) // 2000)]:
+    for pfn in pfns:
         assert prog.read(pfn * ps, ps, True) == src(pfn), f"drgn: pfn {pfn:#x}"
 
 
