@@ -91,13 +91,24 @@ def reference_head(level: int) -> bytes:
 
 def reference_stats(level: int) -> dict[str, int]:
     """Parse makedumpfile's --show-stats table for ``level`` into {label: value}."""
+    return parse_stats(require_fixture(f"{REFERENCE.name}/d{level}.stats").read_text(errors="replace"))
+
+
+def parse_stats(text: str) -> dict[str, int]:
+    """The page-count lines (``label : 0x...``) of a --show-stats report, as {label: value}."""
     out: dict[str, int] = {}
-    for line in require_fixture(f"{REFERENCE.name}/d{level}.stats").read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         label, sep, value = line.partition(":")
         value = value.strip()
         if sep and value.startswith("0x"):
             out[label.strip()] = int(value, 16)
     return out
+
+
+def zstd_decompressed(src: Path, dst: Path) -> Path:
+    """Decompress ``src`` into ``dst`` once (cached, atomically), return ``dst``."""
+    require_tool("zstd")
+    return _zstd_decompress(src, dst)
 
 
 def codec_params() -> list[object]:

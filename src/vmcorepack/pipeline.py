@@ -505,15 +505,21 @@ def _chunk_from_sizes(got: np.ndarray, total: int, known: np.ndarray, ps: int, c
 class Sequencer:
     """Hands out data offsets in chunk order, across processes.
 
-    Only the process whose turn it is writes the shared slots (the offset
-    first, then the turn), so no lock is needed; it then wakes every waiter,
-    and each checks whether the turn is now its own.
+    Only the process whose turn it is writes the shared slots, so no lock is
+    needed; it then wakes every waiter, and each checks whether the turn is
+    now its own.  The slots are plain stores, which a weakly ordered CPU
+    (arm64, ppc64) may show another core out of order: the turn before the
+    offset.  So the owner also stores ``offset ^ _mix(turn)``, and a reader
+    takes the offset only when the three words agree; an inconsistent read
+    is read again.  Each aligned 8-byte store is seen whole on every
+    architecture Linux runs on.
 
     Attributes:
-        slots: Shared int64: next chunk whose turn it is, its data offset, aborted flag.
+        slots: Shared int64: next chunk whose turn it is, its data offset,
+            aborted flag, the check word.
     """
 
-    NEXT_CHUNK, NEXT_OFFSET, ABORTED = 0, 1, 2
+    NEXT_CHUNK, NEXT_OFFSET, ABORTED, CHECK = 0, 1, 2, 3
 
     def __init__(self, first_offset: int, waiters: int) -> None:
         """Create the shared state.
@@ -522,8 +528,9 @@ class Sequencer:
             first_offset: Where the first chunk's data goes.
             waiters: Number of processes that may wait for a turn (indexes 0..waiters-1).
         """
-        self.slots = procs.SharedInts(3)
+        self.slots = procs.SharedInts(4)
         self.slots.values[self.NEXT_OFFSET] = first_offset
+        self.slots.values[self.CHECK] = _check_word(0, first_offset)
         self.wakers = procs.Wakers(waiters)
         self.me = 0
 
@@ -548,16 +555,24 @@ class Sequencer:
         while True:
             if v[self.ABORTED]:
                 raise VmcorepackError("dump abandoned")
+            torn = False
             if v[self.NEXT_CHUNK] == chunk:
-                return int(v[self.NEXT_OFFSET])
+                offset = int(v[self.NEXT_OFFSET])
+                if int(v[self.CHECK]) == _check_word(chunk, offset):
+                    return offset
+                torn = True  # the turn is seen before its offset: read both again
             left = deadline - time.monotonic()
             if left <= 0:
                 raise VmcorepackError(f"chunk {chunk} waited {timeout:.0f} s for its turn")
-            self.wakers.wait(self.me, min(left, 1.0))
+            if torn:
+                time.sleep(0)
+            else:
+                self.wakers.wait(self.me, min(left, 1.0))
 
     def _pass_turn(self, chunk: int, offset: int) -> None:
         v = self.slots.values
         v[self.NEXT_OFFSET] = offset
+        v[self.CHECK] = _check_word(chunk + 1, offset)
         v[self.NEXT_CHUNK] = chunk + 1
         self.wakers.wake_all()
 
@@ -611,6 +626,12 @@ class Sequencer:
             size: Bytes written.
         """
         self._pass_turn(chunk, self.next_offset + size)
+
+
+def _check_word(turn: int, offset: int) -> int:
+    """Return the int64 that vouches for ``offset`` being the data offset of ``turn``."""
+    x = (offset ^ (turn * 0x9E3779B97F4A7C15)) & 0xFFFF_FFFF_FFFF_FFFF
+    return x - (1 << 64) if x >> 63 else x
 
 
 @dataclasses.dataclass(frozen=True)

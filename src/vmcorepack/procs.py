@@ -19,9 +19,11 @@ handlers run between a worker's last report and its exit.  Here:
   ``marshal``-able value through its own pipe; the pipe's end of file tells
   the parent that the child is gone, whatever killed it.
 
-Shared counters are plain loads and stores: the turn protocol in
-``pipeline.Sequencer`` has a single writer per slot at a time and relies on
-x86-64 keeping stores in order, as the tool only reads x86-64 dumps on x86-64.
+Shared counters are plain loads and stores.  Where their order matters, the
+users make it not matter: ``pipeline.Sequencer`` vouches for each offset with
+a check word a reader verifies (arm64 and ppc64 may show stores out of
+order), and the chunk claims go through a :class:`Semaphore`, whose
+``eventfd`` system calls order memory on every architecture.
 """
 
 from __future__ import annotations

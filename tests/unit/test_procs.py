@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gc
 
-from vmcorepack import procs
+import pytest
+
+from vmcorepack import pipeline, procs
+from vmcorepack.errors import VmcorepackError
 
 
 def _run_worker() -> tuple[bool, object]:
@@ -36,3 +39,20 @@ def test_worker_undoes_its_own_freeze() -> None:
     _, report = _run_worker()
     assert report == ("done", True)
     assert gc.get_freeze_count() == 0
+
+
+def test_sequencer_takes_no_offset_seen_before_its_turn_word() -> None:
+    """A weakly ordered CPU may show the turn before the offset: the reader must not take the stale offset."""
+    seq = pipeline.Sequencer(first_offset=4096, waiters=1)
+    try:
+        assert seq.take(0, 100) == 4096
+        v = seq.slots.values
+        # Chunk 1 passes the turn; another core sees the new turn but the old offset and check.
+        v[seq.NEXT_OFFSET], v[seq.CHECK] = 4096, pipeline._check_word(0, 4096)
+        with pytest.raises(VmcorepackError, match="waited"):
+            seq.hold(1, timeout=0.2)
+        # The stores arrive: the same read now succeeds with the real offset.
+        v[seq.NEXT_OFFSET], v[seq.CHECK] = 4196, pipeline._check_word(1, 4196)
+        assert seq.hold(1, timeout=0.2) == 4196
+    finally:
+        seq.close()

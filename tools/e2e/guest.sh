@@ -1,12 +1,14 @@
 #!/bin/sh
 # Guest side of the e2e loop, run by the initramfs /init chrooted into the host's root
-# (read-only 9p); /mnt is the writable output share holding config.sh (written by the host).
+# (read-only 9p; for --arch arm64 a root of Debian arm64 packages, the repository mounted at its
+# host path); /mnt is the writable output share holding config.sh (written by the host).
 #   guest.sh first    build a memory mix, load the capture kernel (kexec -p), panic via sysrq
 #   guest.sh capture  in the kdump kernel: vmcorepack, makedumpfile, ELF copy of /proc/vmcore
 set -u
 stage=$1
 . /mnt/config.sh
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# /usr/local/bin last: in the arm64 root it holds busybox applet links, used where nothing else is.
+export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/bin
 export HOME=/tmp TMPDIR=/tmp PYTHONDONTWRITEBYTECODE=1
 py=/usr/bin/python3
 e2e=$E2E_REPO/tools/e2e
@@ -21,14 +23,31 @@ meminfo() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
 kv kernel "$(uname -r)"
 kv uptime_start_s "$(uptime_s)"
 if grep -qw la57 /proc/cpuinfo; then kv cpu_la57 1; else kv cpu_la57 0; fi
+kv machine "$(uname -m)"
+kv page_size "$($py -c 'import os; print(os.sysconf("SC_PAGESIZE"))')"
 kv cmdline "\"$(cat /proc/cmdline)\""
 kv mem_total_kib "$(meminfo MemTotal)"
 kv mem_available_kib "$(meminfo MemAvailable)"
 
 if [ "$stage" = first ]; then
     kv crashkernel_reserved_bytes "$(cat /sys/kernel/kexec_crash_size)"
+    if [ "$(uname -m)" = aarch64 ] && ! grep -q ' _text$' /proc/kallsyms; then
+        # kexec-tools (2.0.25 to 2.0.29 at least) computes arm64's PAGE_OFFSET and the kernel text
+        # PT_LOAD of the ELF core header from /proc/kallsyms' _text, which a kernel without
+        # CONFIG_KALLSYMS_ALL (Debian's arm64 kernels) does not list: the vmcore then has a garbage
+        # PT_LOAD. _text is the image start, SEGMENT_ALIGN (64 KiB) below _stext (arm64
+        # vmlinux.lds.S), so add it to a copy laid over /proc/kallsyms for kexec's sake.
+        $py -c '
+import sys
+syms = open("/proc/kallsyms").read()
+stext = next(int(ln.split()[0], 16) for ln in syms.splitlines() if ln.split()[2:3] == ["_stext"])
+sys.stdout.write(f"{stext - 0x10000:016x} T _text\n" + syms)
+' > /tmp/kallsyms && mount --bind /tmp/kallsyms /proc/kallsyms
+        kv kallsyms_text_added "$(head -n 1 /proc/kallsyms)"
+    fi
     t0=$(uptime_s)
-    kexec -p "$E2E_KERNEL" --initrd="$E2E_INITRD" --append="$E2E_CAPTURE_APPEND"
+    # shellcheck disable=SC2086 # E2E_KEXEC_ARGS is a word list on purpose
+    kexec -p $E2E_KEXEC_ARGS "$E2E_KERNEL" --initrd="$E2E_INITRD" --append="$E2E_CAPTURE_APPEND" > /mnt/kexec.log 2>&1
     kv kexec_rc $?
     kv kexec_crash_loaded "$(cat /sys/kernel/kexec_crash_loaded)"
     kv kexec_load_s "$(awk -v a="$t0" -v b="$(uptime_s)" 'BEGIN { print b - a }')"
@@ -36,11 +55,11 @@ if [ "$stage" = first ]; then
     note "memory mix: ${E2E_PAGECACHE_MB} MiB page cache, ${E2E_ANON_MB} MiB anonymous, ${E2E_TMPFS_MB} MiB tmpfs"
     t0=$(uptime_s)
     # Page cache: file contents read through the cache=loose 9p mount of the host root.
-    tar cf - /usr/lib /usr/share 2>/dev/null | head -c "${E2E_PAGECACHE_MB}M" > /dev/null
+    tar cf - /usr/lib /usr/share 2>/dev/null | head -c "$((E2E_PAGECACHE_MB << 20))" > /dev/null
     # tmpfs (shmem): half random, half text (a tar of documentation).
     mkdir -p /tmp/mix
     dd if=/dev/urandom of=/tmp/mix/random.bin bs=1M count=$((E2E_TMPFS_MB / 2)) 2>/dev/null
-    tar cf - /usr/share/doc 2>/dev/null | head -c "$((E2E_TMPFS_MB - E2E_TMPFS_MB / 2))M" > /tmp/mix/docs.tar
+    tar cf - /usr/share/doc 2>/dev/null | head -c "$(((E2E_TMPFS_MB - E2E_TMPFS_MB / 2) << 20))" > /tmp/mix/docs.tar
     # Anonymous user memory held by a live process: random, patterned and zero-filled pages.
     rm -f /tmp/anon.ready
     $py -c '
@@ -87,8 +106,11 @@ run() {  # run NAME COMMAND...: measured, output in /mnt/NAME.{log,json}
     kv "${name}_rc" $rc
     note "$name: exit $rc, $(tail -n 1 "/mnt/$name.log")"
 }
-# shellcheck disable=SC2086 # E2E_ARGS is a word list on purpose
-run vmcorepack "$E2E_REPO/.venv/bin/vmcorepack" $E2E_ARGS /proc/vmcore /mnt/dump.kdump
+# Which codecs and C extension the guest's vmcorepack has (an arm64 root's own python3).
+# shellcheck disable=SC2086 # E2E_VMCOREPACK and E2E_ARGS are word lists on purpose
+$E2E_VMCOREPACK -v > /mnt/vmcorepack-version.txt 2>&1
+# shellcheck disable=SC2086
+run vmcorepack $E2E_VMCOREPACK $E2E_ARGS /proc/vmcore /mnt/dump.kdump
 if [ "$E2E_MAKEDUMPFILE" = 1 ]; then
     # shellcheck disable=SC2086
     run makedumpfile makedumpfile $E2E_MAKEDUMPFILE_ARGS /proc/vmcore /mnt/makedumpfile.kdump

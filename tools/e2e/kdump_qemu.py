@@ -9,6 +9,16 @@ into a writable 9p share, measuring wall time and peak memory, and copy /proc/vm
 file. Then verify on the host and print a report (also written as ``report.json``).
 
     tools/e2e/run.sh [--kernel 6.1|6.12] [--paging 4|5] [--crashkernel 256M] [--args "-l -d 31"]
+
+``--arch arm64`` boots Debian's arm64 kernel under ``qemu-system-aarch64 -machine virt`` instead
+(``--flavour arm64-16k`` for 16 KiB pages). Its guest cannot use the host's x86 root, so it gets a
+root directory of Debian arm64 packages (tools/e2e/mkroot.py: busybox-static, kexec-tools, python3,
+python3-numpy, makedumpfile) over 9p, and the repository as a second share at the same path;
+vmcorepack runs there from a copy of the sources with the guest's python3 and its C extension
+cross-built for it (``--no-arm64-native``: Python loops). Debian's 52-bit-VA kernels (6.12
+arm64-16k, 7.x arm64) run with LPA2 under the default ``-cpu max``; ``--cpu
+max,lpa2=off,pauth-impdef=on`` makes them fall back to 47/48 bits, which makedumpfile's git head
+can read (tests/data/arm64/README.md).
 """
 
 from __future__ import annotations
@@ -49,56 +59,136 @@ def _version_key(v: str) -> list[int]:
     return [int(x) for x in re.findall(r"\d+", v)]
 
 
-def resolve_kernel_package(spec: str) -> str:
-    """``6.1`` / ``6.12`` (newest linux-image-amd64 of that series) or a package name."""
+def resolve_kernel_package(spec: str, meta: str = "linux-image-amd64") -> str:
+    """``6.1`` / ``6.12`` (newest ``meta`` package of that series) or a package name.
+
+    ``meta`` may carry an architecture (``linux-image-arm64:arm64``); the name returned then does too.
+    """
     if spec.startswith("linux-image-"):
         return spec
-    versions = [v for v in _apt_versions("linux-image-amd64") if v.startswith(spec + ".")]
+    versions = [v for v in _apt_versions(meta) if v.startswith(spec + ".")]
     if not versions:
         hint = ""
-        if spec == "6.12":
+        if ":" in meta:
+            hint = " (add bookworm-backports, trixie, trixie-backports or sid for arm64 to the apt sources)"
+        elif spec == "6.12":
             hint = (
                 " (6.12 is in bookworm-backports: add 'deb http://deb.debian.org/debian bookworm-backports main'"
                 " to /etc/apt/sources.list.d/ and run apt-get update)"
             )
-        raise E2EError(f"no linux-image-amd64 {spec}.x in the apt sources{hint}")
+        raise E2EError(f"no {meta} {spec}.x in the apt sources{hint}")
     best = max(versions, key=_version_key)
-    r = subprocess.run(
-        ["apt-cache", "depends", f"linux-image-amd64={best}"], capture_output=True, text=True, check=True
-    )
+    r = subprocess.run(["apt-cache", "depends", f"{meta}={best}"], capture_output=True, text=True, check=True)
     deps = re.findall(r"Depends: (linux-image-\S+)", r.stdout)
     if not deps:
-        raise E2EError(f"linux-image-amd64={best} names no kernel package")
+        raise E2EError(f"{meta}={best} names no kernel package")
     return str(deps[0])
+
+
+def _kernel_parts(pkg: str) -> list[str]:
+    """``pkg`` and, from 7.x on, the linux-binary-K, linux-modules-K and linux-base-K (modules.builtin) it needs."""
+    r = subprocess.run(["apt-cache", "show", "--no-all-versions", pkg], capture_output=True, text=True, check=True)
+    arch = pkg.partition(":")[2]
+    parts = re.findall(r"\b(linux-(?:binary|modules|base)-[^\s,(]+)", r.stdout.partition("\nDescription")[0])
+    return [pkg, *(f"{p}:{arch}" if arch else p for p in dict.fromkeys(parts))]
 
 
 def fetch_kernel(pkg: str) -> tuple[str, Path, Path]:
     """Download and unpack ``pkg`` (cached); return (release, vmlinuz, modules dir)."""
-    root = CACHE / "kernels" / pkg
+    root = CACHE / "kernels" / pkg.replace(":", "_")
     if not (root / ".done").exists():
         debs = CACHE / "debs"
         debs.mkdir(parents=True, exist_ok=True)
-        if not list(debs.glob(f"{pkg}_*.deb")):
-            print(f"e2e: apt-get download {pkg}", file=sys.stderr)
-            subprocess.run(["apt-get", "download", "-q", pkg], cwd=debs, check=True, stdout=subprocess.DEVNULL)
-        deb = max(debs.glob(f"{pkg}_*.deb"))
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        for part in _kernel_parts(pkg):
+            name = part.partition(":")[0]
+            if not list(debs.glob(f"{name}_*.deb")):
+                print(f"e2e: apt-get download {part}", file=sys.stderr)
+                subprocess.run(["apt-get", "download", "-q", part], cwd=debs, check=True, stdout=subprocess.DEVNULL)
+            deb = max(debs.glob(f"{name}_*.deb"))
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         (root / ".done").touch()
-    vmlinuz = next((root / "boot").glob("vmlinuz-*"))
-    release = vmlinuz.name.removeprefix("vmlinuz-")
-    return release, vmlinuz, root / "lib" / "modules" / release
+    # Up to 6.x: /boot/vmlinuz-K and /lib/modules/K; 7.x: /usr/lib/modules/K/vmlinuz.
+    boot = [p for p in (root / "boot").glob("vmlinuz-*") if not p.is_symlink()]
+    if boot:
+        vmlinuz = boot[0]
+        release = vmlinuz.name.removeprefix("vmlinuz-")
+    else:
+        vmlinuz = next((root / "usr/lib/modules").glob("*/vmlinuz"))
+        release = vmlinuz.parent.name
+    moddir = next(d for d in (root / "usr/lib/modules" / release, root / "lib/modules" / release) if d.is_dir())
+    return release, vmlinuz, moddir
 
 
-def build_initramfs(release: str, moddir: Path) -> Path:
+def build_initramfs(release: str, moddir: Path, busybox: Path = Path("/bin/busybox")) -> Path:
     """Build (or reuse) the initramfs of ``release``; rebuilt when init or the builder change."""
     out = CACHE / "initramfs" / f"{release}.cpio.gz"
-    inputs = [HERE / "init", HERE / "mkinitramfs.py", Path("/bin/busybox")]
+    inputs = [HERE / "init", HERE / "mkinitramfs.py", busybox]
     if out.exists() and all(p.stat().st_mtime < out.stat().st_mtime for p in inputs):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, str(HERE / "mkinitramfs.py"), str(moddir), str(out)], check=True)
+    cmd = [sys.executable, str(HERE / "mkinitramfs.py"), "--busybox", str(busybox), str(moddir), str(out)]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+#: The arm64 guest's root (tools/e2e/mkroot.py): what guest.sh runs, from Debian's arm64 packages.
+#: vmcorepack's optional codec modules come too, so that its pure-Python path has every codec.
+ARM64_ROOT_PACKAGES = (
+    "busybox-static", "kexec-tools", "python3", "python3-numpy", "makedumpfile",
+    "python3-zstandard", "python3-lz4", "python3-snappy", "python3-lzo", "python3-tqdm",
+)  # fmt: skip
+
+
+def build_arm64_root(release: str) -> Path:
+    """Build (or reuse) the arm64 guest root; rebuilt when the package list or the builder change."""
+    root = CACHE / f"root-arm64-{release}"
+    stamp = root / "packages.txt"
+    want = " ".join(ARM64_ROOT_PACKAGES)
+    tag = root / ".roots"
+    if not (stamp.exists() and tag.exists() and tag.read_text() == want
+            and (HERE / "mkroot.py").stat().st_mtime < stamp.stat().st_mtime):  # fmt: skip
+        cmd = [sys.executable, str(HERE / "mkroot.py"), "--arch", "arm64", "--release", release, str(root)]
+        subprocess.run([*cmd, *ARM64_ROOT_PACKAGES], check=True)
+        tag.write_text(want)
+    return root
+
+
+def build_arm64_sources(root: Path, release: str) -> Path:
+    """A copy of vmcorepack's sources with its C extension cross-built for the root's python3.
+
+    The guest imports vmcorepack from there (the repository's own build is x86). Needs
+    gcc-aarch64-linux-gnu and zlib1g-dev:arm64; the Python headers come from the root's suite
+    (``libpython3.X-dev:arm64``, downloaded, not installed).
+    """
+    pyver = os.readlink(root / "usr/bin/python3")  # python3.13
+    out = CACHE / "arm64-src"
+    pkg = out / "vmcorepack"
+    so = pkg / f"_native.cpython-{pyver.removeprefix('python').replace('.', '')}-aarch64-linux-gnu.so"
+    src = REPO / "src" / "vmcorepack"
+    newest = max(p.stat().st_mtime for p in src.rglob("*") if p.suffix in (".py", ".c", ".h"))
+    if so.exists() and so.stat().st_mtime > newest:
+        return out
+    headers = CACHE / f"lib{pyver}-dev-arm64"
+    if not (headers / "usr" / "include" / pyver / "Python.h").exists():
+        debs = CACHE / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        empty = CACHE / "apt-no-preferences"
+        empty.mkdir(parents=True, exist_ok=True)
+        opts = ["-o", f"Dir::Etc::PreferencesParts={empty}", "-o", f"APT::Default-Release={release}"]
+        subprocess.run(["apt-get", *opts, "download", "-q", f"lib{pyver}-dev:arm64"], cwd=debs, check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        deb = max(debs.glob(f"lib{pyver}-dev_*_arm64.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(headers)], check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    inc = headers / "usr" / "include"
+    subprocess.run(
+        ["aarch64-linux-gnu-gcc", "-shared", "-fPIC", "-O2", f"-I{inc}", f"-I{inc / pyver}",
+         "-o", str(so), str(src / "_native.c"), "-lz"],
+        check=True,
+    )  # fmt: skip
     return out
 
 
@@ -286,8 +376,11 @@ def classify_pfns(elf: Path, pfns: Any, window: int = 1 << 16) -> dict[str, int]
     return counts
 
 
-def verify(out: Path, release: str, args: list[str], has_mdf: bool) -> list[dict[str, Any]]:
-    """Check the capture run's dump against its ELF copy with every reader; one dict per check."""
+def verify(out: Path, release: str, args: list[str], has_mdf: bool, crash: bool = True) -> list[dict[str, Any]]:
+    """Check the capture run's dump against its ELF copy with every reader; one dict per check.
+
+    ``crash=False`` skips crash, which Debian builds for the host's architecture only.
+    """
     dump, elf = out / "dump.kdump", out / "vmcore.elf"
     checks: list[dict[str, Any]] = []
     if not dump.exists() or not elf.exists():
@@ -321,10 +414,12 @@ def verify(out: Path, release: str, args: list[str], has_mdf: bool) -> list[dict
     except Exception as e:
         checks.append(_check("drgn pages", False, f"{type(e).__name__}: {e}"))
     # 4. crash accepts it
-    crash = shutil.which("crash")
-    if crash:
+    crash_bin = shutil.which("crash") if crash else None
+    if not crash:
+        pass
+    elif crash_bin:
         r = subprocess.run(
-            [crash, "-d", "1", "--osrelease", str(dump)], capture_output=True, text=True, timeout=300, check=False
+            [crash_bin, "-d", "1", "--osrelease", str(dump)], capture_output=True, text=True, timeout=300, check=False
         )
         last = (r.stdout.strip().splitlines() or [""])[-1]
         checks.append(_check("crash --osrelease", r.returncode == 0 and last == release, f"rc {r.returncode}: {last}"))
@@ -406,17 +501,29 @@ def parse_size(s: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one capture loop and its verification; 0 when every check passed."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kernel", default="6.1", help="6.1, 6.12 or a linux-image-* package (default 6.1)")
+    p.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64", help="guest architecture")
+    p.add_argument("--flavour", default="arm64", help="arm64 kernel flavour: arm64 (4 KiB pages) or arm64-16k")
+    p.add_argument("--kernel", default="6.1", help="6.1, 6.12, 7.3 or a linux-image-* package (default 6.1)")
     p.add_argument("--paging", type=int, choices=(4, 5), default=4, help="page-table levels (default 4)")
     p.add_argument("--crashkernel", default="256M", help="crashkernel= reservation (default 256M)")
     p.add_argument("--args", default="-l -d 31", help='vmcorepack options in the capture kernel ("-l -d 31")')
     p.add_argument("--makedumpfile-args", default="-l -d 31", help="Debian makedumpfile's options")
     p.add_argument("--no-makedumpfile", action="store_true", help="skip Debian's makedumpfile in the capture run")
-    p.add_argument("--mem", default="1G", help="first kernel's RAM (QEMU -m, default 1G)")
+    p.add_argument("--kexec-args", help="extra kexec -p options (e.g. -d: its log is kexec.log)")
+    p.add_argument("--root-release", default="trixie", help="Debian suite of the arm64 guest root (default trixie)")
+    p.add_argument(
+        "--no-arm64-native",
+        dest="arm64_native",
+        action="store_false",
+        help="arm64: run vmcorepack's Python loops (VMCOREPACK_NATIVE=0), no cross-built C extension",
+    )
+    p.add_argument("--append", default="", help="extra kernel options of the first kernel")
+    p.add_argument("--mem", help="first kernel's RAM (QEMU -m, default 1G, arm64 512M)")
+    p.add_argument("--cpu", help="QEMU -cpu (default max,la57=off / max; arm64 max,pauth-impdef=on)")
     p.add_argument("--smp", type=int, default=1, help="first kernel's CPUs (capture kernel: nr_cpus=1)")
-    p.add_argument("--pagecache-mb", type=int, default=192)
-    p.add_argument("--anon-mb", type=int, default=160)
-    p.add_argument("--tmpfs-mb", type=int, default=96)
+    p.add_argument("--pagecache-mb", type=int, help="default 192, arm64 64")
+    p.add_argument("--anon-mb", type=int, help="default 160, arm64 64")
+    p.add_argument("--tmpfs-mb", type=int, help="default 96, arm64 32")
     p.add_argument("--timeout", type=float, default=1800, help="QEMU wall-clock limit, seconds")
     p.add_argument("--step-timeout", type=int, default=900, help="limit per capture-kernel command, seconds")
     p.add_argument("--out", type=Path, help="run directory (default .cache/e2e/runs/KERNEL-pPAGING-CK)")
@@ -424,36 +531,65 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-verify", action="store_true", help="capture only")
     p.add_argument("--reverify", action="store_true", help="no QEMU: verify the outputs of the last run again")
     a = p.parse_args(argv)
+    arm = a.arch == "arm64"
+    if a.kexec_args is None:
+        # kexec_load, as kdump-tools does: Debian's 6.1 arm64 kernel has no CONFIG_KEXEC_FILE.
+        a.kexec_args = ""
+    small = {"mem": "512M", "pagecache_mb": 64, "anon_mb": 64, "tmpfs_mb": 32}
+    big = {"mem": "1G", "pagecache_mb": 192, "anon_mb": 160, "tmpfs_mb": 96}
+    for k, v in (small if arm else big).items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
 
-    for tool in ("qemu-system-x86_64", "apt-get", "dpkg-deb"):
+    qemu = "qemu-system-aarch64" if arm else "qemu-system-x86_64"
+    for tool in (qemu, "apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
-            raise E2EError(f"{tool} is missing (apt-get install qemu-system-x86 kexec-tools busybox-static)")
-    for f in ("/bin/busybox", "/sbin/kexec"):
-        if not Path(f).exists():
-            raise E2EError(f"{f} is missing (apt-get install busybox-static kexec-tools)")
+            raise E2EError(f"{tool} is missing (apt-get install qemu-system-x86 qemu-system-arm busybox-static)")
+    if not arm:
+        for f in ("/bin/busybox", "/sbin/kexec"):
+            if not Path(f).exists():
+                raise E2EError(f"{f} is missing (apt-get install busybox-static kexec-tools)")
     if not (VENV_BIN / "vmcorepack").exists():
         raise E2EError(f"{VENV_BIN / 'vmcorepack'} is missing (make venv)")
 
-    pkg = resolve_kernel_package(a.kernel)
+    pkg = resolve_kernel_package(a.kernel, f"linux-image-{a.flavour}:arm64" if arm else "linux-image-amd64")
     release, vmlinuz, moddir = fetch_kernel(pkg)
-    initrd = build_initramfs(release, moddir)
-    out: Path = (a.out or CACHE / "runs" / f"{release}-p{a.paging}-ck{a.crashkernel}").resolve()
+    guest_root = build_arm64_root(a.root_release) if arm else Path("/")
+    initrd = build_initramfs(release, moddir, guest_root / "usr/bin/busybox" if arm else Path("/bin/busybox"))
+    tag = f"{release}-ck{a.crashkernel}" if arm else f"{release}-p{a.paging}-ck{a.crashkernel}"
+    out: Path = (a.out or CACHE / "runs" / tag).resolve()
     if not a.reverify:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         os.chmod(out, 0o777)
 
-    paging = [] if a.paging == 5 else ["no5lvl"]
+    paging = [] if a.paging == 5 or arm else ["no5lvl"]
+    console = "console=ttyAMA0" if arm else "console=ttyS0"
     capture_append = " ".join(
-        ["console=ttyS0", "reset_devices", "nr_cpus=1", "irqpoll", "nousb", "panic=5", "e2e=capture", *paging]
+        [console, "reset_devices", "nr_cpus=1", "irqpoll", "nousb", "panic=5", "e2e=capture", *paging]
     )
-    has_mdf = not a.no_makedumpfile and shutil.which("makedumpfile") is not None
+    if arm:
+        has_mdf = not a.no_makedumpfile and (guest_root / "usr/bin/makedumpfile").exists()
+        # The repository's venv is x86: run vmcorepack from its sources with the guest's python3,
+        # with the C extension cross-built for it, or without (VMCOREPACK_NATIVE=0, Python loops).
+        if a.arm64_native and shutil.which("aarch64-linux-gnu-gcc"):
+            srcdir = build_arm64_sources(guest_root, a.root_release)
+            vmcorepack_cmd = f"env PYTHONPATH={srcdir} /usr/bin/python3 -m vmcorepack"
+        else:
+            vmcorepack_cmd = f"env PYTHONPATH={REPO / 'src'} VMCOREPACK_NATIVE=0 /usr/bin/python3 -m vmcorepack"
+        (guest_root / str(REPO).lstrip("/")).mkdir(parents=True, exist_ok=True)  # the repo share's mount point
+    else:
+        has_mdf = not a.no_makedumpfile and shutil.which("makedumpfile") is not None
+        vmcorepack_cmd = str(VENV_BIN / "vmcorepack")
     config = {
         "E2E_REPO": str(REPO),
         "E2E_KERNEL": str(vmlinuz),
         "E2E_INITRD": str(initrd),
         "E2E_CAPTURE_APPEND": capture_append,
+        "E2E_KEXEC_ARGS": a.kexec_args,
         "E2E_ARGS": a.args,
+        "E2E_VMCOREPACK": vmcorepack_cmd,
+        "E2E_REPO_SHARE": "1" if arm else "0",
         "E2E_MAKEDUMPFILE": "1" if has_mdf else "0",
         "E2E_MAKEDUMPFILE_ARGS": a.makedumpfile_args,
         "E2E_ELF_COPY": "1",
@@ -464,10 +600,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not a.reverify:
         (out / "config.sh").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in config.items()))
-    first_append = " ".join(["console=ttyS0", f"crashkernel={a.crashkernel}", "panic=5", "e2e=first", *paging])
-    cpu = "max" if a.paging == 5 else "max,la57=off"
+    first_append = " ".join([console, f"crashkernel={a.crashkernel}", "panic=5", "e2e=first", *paging, a.append])
+    # arm64: pauth-impdef=on, because TCG's architected QARMA5 pointer authentication is slow and
+    # Debian's arm64 kernels sign every return address in the kernel.
+    cpu = a.cpu or ("max,pauth-impdef=on" if arm else "max" if a.paging == 5 else "max,la57=off")
     cmd = [
-        "qemu-system-x86_64",
+        qemu,
+        *(["-machine", "virt"] if arm else []),
         "-accel", "tcg",
         "-cpu", cpu,
         "-smp", str(a.smp),
@@ -477,9 +616,11 @@ def main(argv: list[str] | None = None) -> int:
         "-kernel", str(vmlinuz),
         "-initrd", str(initrd),
         "-append", first_append,
-        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        "-virtfs", f"local,path={guest_root},mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={out},mount_tag=e2eout,security_model=none,multidevs=remap",
     ]  # fmt: skip
+    if arm:
+        cmd += ["-virtfs", f"local,path={REPO},mount_tag=e2erepo,security_model=none,readonly=on,multidevs=remap"]
     (out / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     print(f"e2e: {release}, {a.paging}-level paging, crashkernel={a.crashkernel}, vmcorepack {a.args}", file=sys.stderr)
     print(f"e2e: booting QEMU (log {out / 'serial.log'}, limit {a.timeout:.0f} s)", file=sys.stderr)
@@ -493,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
     ev = q["events"]
     report: dict[str, Any] = {
         "kernel": release,
+        "arch": a.arch,
+        "cpu": cpu,
         "package": pkg,
         "paging": a.paging,
         "crashkernel": a.crashkernel,
@@ -513,6 +656,11 @@ def main(argv: list[str] | None = None) -> int:
             ),
         },
         "vmcorepack": _read_json(out / "vmcorepack.json"),
+        "vmcorepack_version": (
+            (out / "vmcorepack-version.txt").read_text(errors="replace").splitlines()
+            if (out / "vmcorepack-version.txt").exists()
+            else None
+        ),
         "makedumpfile": _read_json(out / "makedumpfile.json"),
         "elfcopy": _read_json(out / "elfcopy.json"),
         "sizes": {p.name: p.stat().st_size for p in sorted(out.glob("*.kdump")) if p.is_file()},
@@ -538,18 +686,29 @@ def main(argv: list[str] | None = None) -> int:
     checks.append(
         _check("capture ran", bool(cap), "capture.env present" if cap else f"no capture.env: {why_no_capture(out)}")
     )
-    la57 = first.get("cpu_la57")
-    checks.append(_check("paging mode", la57 == ("1" if a.paging == 5 else "0"), f"la57 in guest cpuinfo: {la57}"))
+    if arm:
+        want = "16384" if a.flavour.endswith("16k") else "4096"
+        ps = first.get("page_size")
+        checks.append(_check("page size", ps == want, f"guest page size {ps}, flavour {a.flavour}"))
+        elf_size = report["sizes"].get("vmcore.elf")
+        ok = elf_size is not None and str(elf_size) == cap.get("vmcore_bytes")
+        checks.append(_check("ELF copy", ok, f"{elf_size} bytes of /proc/vmcore's {cap.get('vmcore_bytes')}"))
+        if has_mdf:
+            mrc = (report["makedumpfile"] or {}).get("rc")
+            checks.append(_check("Debian makedumpfile exit", mrc == 0, f"rc {mrc}", required=False))
+    else:
+        la57 = first.get("cpu_la57")
+        checks.append(_check("paging mode", la57 == ("1" if a.paging == 5 else "0"), f"la57 in guest cpuinfo: {la57}"))
     if vp is not None:
         checks.append(_check("vmcorepack exit", vp["rc"] == 0, f"rc {vp['rc']}"))
     if cap and not a.no_verify:
         print("e2e: verifying on the host", file=sys.stderr)
-        checks.extend(verify(out, release, shlex.split(a.args), has_mdf))
+        checks.extend(verify(out, release, shlex.split(a.args), has_mdf, crash=not arm))
     report["checks"] = checks
     report["ok"] = bool(checks) and all(c["ok"] for c in checks if c.get("required", True))
     if a.keep_fixture and (out / "vmcore.elf").exists():
         a.keep_fixture.mkdir(parents=True, exist_ok=True)
-        stem = f"vmcore-{release}-p{a.paging}"
+        stem = f"vmcore-{release}" if arm else f"vmcore-{release}-p{a.paging}"
         dst = a.keep_fixture / f"{stem}.elf.zst"
         subprocess.run(["zstd", "-q", "-f", "-T0", "-6", str(out / "vmcore.elf"), "-o", str(dst)], check=True)
         (a.keep_fixture / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")

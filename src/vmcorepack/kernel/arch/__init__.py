@@ -23,7 +23,7 @@ from typing import NamedTuple, Protocol
 
 from vmcorepack.errors import MachineError
 from vmcorepack.formats import elf
-from vmcorepack.kernel.arch import x86_64
+from vmcorepack.kernel.arch import arm64, x86_64
 from vmcorepack.kernel.walk import Walker
 from vmcorepack.sources import Source
 from vmcorepack.vmcoreinfo import VmcoreInfo
@@ -81,6 +81,7 @@ ARCHES = (
         elf.EM_AARCH64,
         ("aarch64", "arm64"),
         ("NUMBER(kimage_voffset)", "NUMBER(TCR_EL1_T1SZ)", "NUMBER(tcr_el1_t1sz)"),
+        arm64,
     ),
     # arch/powerpc (CONFIG_PPC64 with SPARSEMEM_VMEMMAP).
     Arch(elf.EM_PPC64, ("ppc64", "ppc64le"), ("SYMBOL(mmu_psize_defs)", "SYMBOL(vmemmap_list)")),
@@ -153,11 +154,9 @@ def for_source(source: Source) -> Machine:
         if arch is None or arch.machine is None:
             raise MachineError(source.path, where, f"{elf.machine_name(recorded)} vmcores are not supported yet")
         if told is not None and told.e_machine != arch.e_machine:
-            raise MachineError(
-                source.path, where, f"the header says {arch.label} but VMCOREINFO comes from an {told.label} kernel"
-            )
+            raise MachineError(source.path, where, f"the header says {arch.label} but its VMCOREINFO says {told.label}")
         return arch.machine
     arch = told or _BY_MACHINE[elf.EM_X86_64]
     if arch.machine is None:
-        raise MachineError(source.path, None, f"VMCOREINFO comes from an {arch.label} kernel: not supported yet")
+        raise MachineError(source.path, None, f"its VMCOREINFO says {arch.label}, which is not supported yet")
     return arch.machine
