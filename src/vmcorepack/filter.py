@@ -449,12 +449,15 @@ class PageFilter:
         runs_pass: Whether makedumpfile's page pass runs at this level.
     """
 
-    def __init__(self, source: Source, dump_level: int) -> None:
+    def __init__(self, source: Source, dump_level: int, round_up: bool = False) -> None:
         """Prepare filtering.
 
         Args:
             source: The input.
             dump_level: Dump level 0-31.
+            round_up: Start from makedumpfile's bitmap-file variant of the
+                1st bitmap, which counts a PT_LOAD's partial last page
+                (``bitmap.load_ranges``): its 2nd bitmap starts as a copy.
 
         Raises:
             VmcoreinfoError: Levels above 1 without VMCOREINFO or without the
@@ -469,7 +472,7 @@ class PageFilter:
         self.dump_level = dump_level
         self.counts = ExclusionCounts()
         self._nodata = bitmap.nodata_ranges(source.segments, source.page_size)
-        self._loads = bitmap.load_ranges(source.segments, source.page_size, source.max_mapnr)
+        self._loads = bitmap.load_ranges(source.segments, source.page_size, source.max_mapnr, round_up)
         self._walker: Walker | None = None
         self._memmap: MemMap | None = None
         self._carry: tuple[int, int, Kind] | None = None

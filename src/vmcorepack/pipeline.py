@@ -1221,8 +1221,8 @@ def prepare(source: Source, options: PackOptions, nfiles: int = 1) -> Prepared:
     """
     t0 = time.monotonic()
     codec = get_codec(options.codec)
-    flt = PageFilter(source, options.dump_level)
     round_up = bitmap_in_file(source.max_mapnr, nfiles, options.cyclic_buffer_given, options.work_dir)
+    flt = PageFilter(source, options.dump_level, round_up)
     bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns, round_up, options.progress)
     result = PackResult(max_mapnr=source.max_mapnr, ram_pages=ram, dumpable=dumpable)
     result.counts = flt.counts

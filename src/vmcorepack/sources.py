@@ -142,6 +142,7 @@ class Source:
         self.map_dense = (not is_proc) if use_mmap is None else use_mmap
         self._fd: int | None = None
         self._runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # _file_runs(), built on first use
+        self._partial: dict[int, list[tuple[int, int]]] | None = None  # partial_pages(), built on first use
         #: Dump level recorded in the input: 0 except for kdump inputs
         #: (refilter.KdumpSource), whose excluded pages stay excluded.
         self.recorded_level = 0
@@ -433,8 +434,12 @@ class Source:
         Returns:
             (open file descriptor; ascending int64 file offsets of the pages
             that are not known zero; the known-zero mask), or None when the
-            pages are not plain file bytes (a kdump input decodes them).
+            pages are not plain file bytes (a kdump input decodes them, a
+            page PT_LOAD data covers in part is zero-filled).
         """
+        partial = self.partial_pages()
+        if partial and np.isin(pfns, np.fromiter(partial, np.int64, len(partial))).any():
+            return None  # read_pfns_sparse zeroes what no PT_LOAD holds of those pages
         off = self._data_offsets(pfns)
         known_zero = off < 0
         return self._file(), np.ascontiguousarray(off[~known_zero]), known_zero
@@ -449,12 +454,11 @@ class Source:
     ) -> tuple[bytes | bytearray | memoryview, np.ndarray]:
         """Read the pages of a sorted pfn list, except those known to be zero.
 
-        Pages with no file data, or lying in a hole of a sparse file, are
-        zero without being read or even materialised.  A contiguous stretch
-        is mapped (:meth:`_map_dense`) or read with one ``pread``; scattered
-        pages (the kernel pages -d 31 keeps) are gathered by the C reader,
-        else through mmap windows or one ``pread`` per dense stretch (holes
-        of at most ``gap`` bytes read through): no Python work per page.
+        A page that a PT_LOAD's file data covers only in part (its first or
+        last page, when ``p_paddr`` or ``p_paddr + p_filesz`` is not page
+        aligned) reads as zeros outside that data, as makedumpfile's
+        ``readpage_elf`` fills it: /proc/vmcore itself shows the rest of the
+        page there.
 
         Args:
             pfns: Sorted int64 pfns.
@@ -464,6 +468,66 @@ class Source:
 
         Returns:
             (the pages that are not known zero, concatenated; the known-zero mask).
+        """
+        data, known_zero = self._read_pfns_plain(pfns, bad, gap)
+        partial = self.partial_pages()
+        if not partial:
+            return data, known_zero
+        have = pfns[~known_zero]
+        hit = np.flatnonzero(np.isin(have, np.fromiter(partial, np.int64, len(partial))))
+        if not len(hit):
+            return data, known_zero
+        buf = bytearray(data)
+        ps = self.page_size
+        for i in hit.tolist():
+            for lo, hi in partial[int(have[i])]:
+                buf[i * ps + lo : i * ps + hi] = bytes(hi - lo)
+        return buf, known_zero
+
+    def partial_pages(self) -> dict[int, list[tuple[int, int]]]:
+        """Pages that PT_LOAD file data covers in part, and the byte ranges of each that none covers.
+
+        Returns:
+            ``{pfn: [(start, end), ...]}`` of bytes within the page (cached).
+        """
+        if self._partial is None:
+            ps = self.page_size
+            segs = self.segments
+            lo = segs["phys_start"].astype(np.int64) if len(segs) else np.zeros(0, np.int64)
+            hi = lo + segs["file_size"].astype(np.int64) if len(segs) else lo
+            edges = {int(a) // ps for a in lo.tolist() if a % ps} | {int(b) // ps for b in hi.tolist() if b % ps}
+            found: dict[int, list[tuple[int, int]]] = {}
+            for pfn in sorted(edges):
+                start = pfn * ps
+                cover = sorted(
+                    (max(int(a), start) - start, min(int(b), start + ps) - start)
+                    for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
+                    if a < start + ps and b > start
+                )
+                gaps, at = [], 0
+                for a, b in cover:
+                    if a > at:
+                        gaps.append((at, a))
+                    at = max(at, b)
+                if at < ps:
+                    gaps.append((at, ps))
+                if gaps and cover:
+                    found[pfn] = gaps
+            self._partial = found
+        return self._partial
+
+    def _read_pfns_plain(
+        self, pfns: np.ndarray, bad: list[int] | None = None, gap: int = 1 << 16
+    ) -> tuple[bytes | bytearray | memoryview, np.ndarray]:
+        """Read the pages of a sorted pfn list, except those known to be zero, as the file has them.
+
+        Pages with no file data, or lying in a hole of a sparse file, are
+        zero without being read or even materialised.  A contiguous stretch
+        is mapped (:meth:`_map_dense`) or read with one ``pread``; scattered
+        pages (the kernel pages -d 31 keeps) are gathered by the C reader,
+        else through mmap windows or one ``pread`` per dense stretch (holes
+        of at most ``gap`` bytes read through): no Python work per page.
+        Arguments and result as for :meth:`read_pfns_sparse`.
         """
         ps = self.page_size
         n = len(pfns)

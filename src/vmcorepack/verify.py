@@ -325,8 +325,9 @@ def _check_bitmaps(
     r = readers[0]
     h = r.header
     level = h.dump_level
+    round_up = _bitmap_file_variant(r, source)
     try:
-        flt = PageFilter(source, level)
+        flt = PageFilter(source, level, round_up)
         report.filter_checked = True
     except (VmcoreinfoError, UnsupportedError) as err:
         col.add(
@@ -334,21 +335,15 @@ def _check_bitmaps(
             UNCHECKED,
             f"cannot recompute dump level {level} from the source ({err}); only checked that dropped pages are RAM",
         )
-        flt = PageFilter(source, level & 1)
+        flt = PageFilter(source, level & 1, round_up)
     if progress:
         progress(0, h.max_mapnr, PHASE_EXCLUDE)
     for s in range(0, h.max_mapnr, BITMAP_WINDOW):
         e = min(s + BITMAP_WINDOW, h.max_mapnr)
-        b1 = bitmap.first_bitmap(source.segments, source.page_size, h.max_mapnr, s, e)
+        b1 = bitmap.first_bitmap(source.segments, source.page_size, h.max_mapnr, s, e, round_up)
         d1 = window_bits(r.bitmap1, s, e)
         d2 = window_bits(r.bitmap2, s, e)
         base = np.arange(s, e, dtype=np.int64)
-        if (b1 != d1).any():
-            # makedumpfile's bitmap-file variant also counts each PT_LOAD's
-            # partial last page (pipeline.bitmap_in_file): accept either one.
-            up = bitmap.first_bitmap(source.segments, source.page_size, h.max_mapnr, s, e, round_up=True)
-            if not (up != d1).any():
-                b1 = d1
         if (b1 != d1).any():
             col.add("error", BITMAP1, "1st bitmap differs from the source's RAM", base[b1 != d1])
         expect = flt.second_bitmap(s, e) & b1
@@ -369,6 +364,22 @@ def _check_bitmaps(
             )
         if progress:
             progress(e, h.max_mapnr, PHASE_EXCLUDE)
+
+
+def _bitmap_file_variant(r: KdumpReader, source: Source) -> bool:
+    """Tell whether the dump's 1st bitmap is makedumpfile's bitmap-file variant.
+
+    That variant (pipeline.bitmap_in_file) also counts each PT_LOAD's partial
+    last page, and its 2nd bitmap starts from it: the dump says which one it
+    is by the bit of such a page that no other PT_LOAD covers.
+    """
+    ps = source.page_size
+    down = bitmap.load_ranges(source.segments, ps, r.header.max_mapnr)
+    for end in source.segments["phys_end"].tolist():
+        pfn = int(end) // ps
+        if int(end) % ps and pfn < r.header.max_mapnr and not ((down[:, 0] <= pfn) & (pfn < down[:, 1])).any():
+            return r.is_ram(pfn)
+    return False
 
 
 # ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from conftest import require_tool
 from vmcorepack import bitmap
 from vmcorepack.cli import main
 from vmcorepack.fixtures import MIX_KINDS, FixtureSpec, GeneratedImage, PageKind, build
-from vmcorepack.pipeline import PackOptions, prepare
+from vmcorepack.pipeline import PackOptions, bitmap_in_file, prepare
 from vmcorepack.reader import KdumpReader
 
 IMAGES = [
@@ -65,7 +65,11 @@ def test_differential_against_makedumpfile(images: dict, tmp_path: Path, levels:
     with img.open_source() as src:
         ours = bitmap.unpack(prepare(src, PackOptions(dump_level=level)).bm2, img.max_mapnr)
     assert len(ref) == len(ours)
-    assert (ref == ours).all(), f"{int((ref != ours).sum())} pfns differ"
+    # 1.7.2 drops a PT_LOAD's partial last page that its bitmap-file variant counts in the 1st
+    # bitmap; 1.7.6 keeps it (makedumpfile f2c5f76, "Fix incorrect page exclusion in
+    # exclude_nodata_pages()"), and 1.7.9 is the reference: only those pfns may differ.
+    diff = set(np.flatnonzero(ref != ours).tolist())
+    assert diff <= set(img.partial_pfns) and all(ours[p] and not ref[p] for p in diff), sorted(diff)[:5]
 
 
 @pytest.mark.interop
@@ -73,11 +77,23 @@ def test_differential_against_makedumpfile(images: dict, tmp_path: Path, levels:
 @pytest.mark.parametrize(("level", "opt"), [(1, []), (31, ["-l"]), (16, ["-c"])])
 def test_whole_file_equals_makedumpfile(tmp_path: Path, size: int, level: int, opt: list[str]) -> None:
     """Byte for byte, including the 1st bitmap's partial page that makedumpfile counts only when
-    both bitmaps fit its buffer (max_mapnr a multiple of 4 here, not for the second size)."""
+    both bitmaps fit its buffer (max_mapnr a multiple of 4 here, not for the second size).
+
+    There Debian's 1.7.2 drops that page from the 2nd bitmap, which 1.7.6 and later keep
+    (makedumpfile f2c5f76): the files then differ by that page alone, its descriptor and data.
+    """
     mdf = require_tool("makedumpfile")
     img = build(FixtureSpec(size_bytes=size, generation="6.1", seed=5), tmp_path / "img.vmcore")
     theirs, ours = tmp_path / "mdf.kdump", tmp_path / "ours.kdump"
     r = subprocess.run([mdf, *opt, "-d", str(level), str(img.path), str(theirs)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert main([*opt, "-d", str(level), "--message-level", "0", str(img.path), str(ours)]) == 0
-    assert ours.read_bytes() == theirs.read_bytes()
+    if not bitmap_in_file(img.max_mapnr):
+        assert ours.read_bytes() == theirs.read_bytes()
+        return
+    with KdumpReader(str(theirs)) as t, KdumpReader(str(ours)) as o:
+        assert bytes(t.bitmap1) == bytes(o.bitmap1)
+        extra = sorted(set(map(int, o.dumpable_pfns())) - set(map(int, t.dumpable_pfns())))
+        assert extra == list(img.partial_pfns) and set(map(int, t.dumpable_pfns())) <= set(map(int, o.dumpable_pfns()))
+        for pfn in map(int, t.dumpable_pfns()):
+            assert o.read_page(pfn) == t.read_page(pfn), f"pfn {pfn:#x}"
