@@ -40,6 +40,17 @@ def require_kdumpfile() -> Any:
     return kdumpfile
 
 
+def require_drgn() -> Any:
+    """Import drgn (from PyPI, in the venv); fail in CI, skip locally when missing."""
+    try:
+        import drgn
+    except ImportError:
+        if IN_CI:
+            pytest.fail("drgn is not installed (make venv installs it)")
+        pytest.skip("drgn not installed")
+    return drgn
+
+
 def require_tool(name: str) -> str:
     """Return the path of an external tool; fail in CI, skip locally when missing."""
     path = shutil.which(name)

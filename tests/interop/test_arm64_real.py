@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import CACHE, IN_CI, REPO, parse_stats, require_kdumpfile, zstd_decompressed
+from conftest import CACHE, REPO, parse_stats, require_drgn, require_kdumpfile, zstd_decompressed
 from helpers import elf_page_reader, in_child
 from vmcorepack.cli import main
 from vmcorepack.reader import KdumpReader
@@ -89,12 +89,7 @@ def test_readers_get_every_kept_page(capture: tuple[Path, Path], tmp_path: Path,
     assert main(["--message-level", "0", "-l", "-d", str(level), str(vmcore), str(out)]) == 0
     require_kdumpfile()
     assert in_child(_kept_pages_match, out, vmcore) > 1000
-    try:
-        import drgn
-    except ImportError:
-        if IN_CI:
-            pytest.fail("drgn is not installed")
-        pytest.skip("drgn not installed")
+    drgn = require_drgn()
     prog = drgn.Program()
     prog.set_core_dump(str(out))
     with KdumpReader(str(out)) as r:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CACHE, IN_CI, REPO, VECTORS, reference_head, require_kdumpfile, require_tool
+from conftest import CACHE, IN_CI, REPO, VECTORS, reference_head, require_drgn, require_kdumpfile, require_tool
 from helpers import elf_page_reader, elf_ram_pfns, kdumpfile_reads_every_page, runs
 from vmcorepack import codecs, native
 from vmcorepack.cli import main
@@ -135,10 +135,7 @@ def test_fast_zlib_libkdumpfile_reads_every_page(real_vmcore: Path, fast_dump: P
 
 
 def test_fast_zlib_drgn_reads_every_page(real_vmcore: Path, fast_dump: Path) -> None:
-    try:
-        import drgn
-    except ImportError:
-        pytest.fail("drgn is not installed") if IN_CI else pytest.skip("drgn not installed")
+    drgn = require_drgn()
     prog = drgn.Program()
     prog.set_core_dump(str(fast_dump))
     src = elf_page_reader(real_vmcore)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import IN_CI, codec_params, reference_head, require_kdumpfile, require_tool
+from conftest import codec_params, reference_head, require_drgn, require_kdumpfile, require_tool
 from helpers import elf_page_reader, elf_ram_pfns, kdumpfile_reads_every_page, runs
 from vmcorepack import codecs
 from vmcorepack.pipeline import PackOptions, pack
@@ -48,12 +48,7 @@ def test_libkdumpfile_reads_every_page(real_vmcore: Path, dumps: dict, level: in
 @pytest.mark.parametrize("level", [0, 1])
 @pytest.mark.parametrize("codec", codec_params())
 def test_drgn_reads_every_page(real_vmcore: Path, dumps: dict, level: int, codec: str) -> None:
-    try:
-        import drgn
-    except ImportError:
-        if IN_CI:
-            pytest.fail("drgn is not installed")
-        pytest.skip("drgn not installed")
+    drgn = require_drgn()
     prog = drgn.Program()
     prog.set_core_dump(str(dumps[(level, codec)]))
     src = elf_page_reader(real_vmcore)
