@@ -492,26 +492,23 @@ class Source:
         """
         if self._partial is None:
             ps = self.page_size
-            segs = self.segments
-            lo = segs["phys_start"].astype(np.int64) if len(segs) else np.zeros(0, np.int64)
-            hi = lo + segs["file_size"].astype(np.int64) if len(segs) else lo
-            edges = {int(a) // ps for a in lo.tolist() if a % ps} | {int(b) // ps for b in hi.tolist() if b % ps}
+            # The disjoint, sorted runs of file-backed bytes: a page's coverage is the runs
+            # between two binary searches, whatever the number of PT_LOADs.
+            lo, hi, _ = self._file_runs()
+            edges = np.unique(np.concatenate((lo[lo % ps != 0] // ps, hi[hi % ps != 0] // ps)))
             found: dict[int, list[tuple[int, int]]] = {}
-            for pfn in sorted(edges):
+            for pfn in edges.tolist():
                 start = pfn * ps
-                cover = sorted(
-                    (max(int(a), start) - start, min(int(b), start + ps) - start)
-                    for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
-                    if a < start + ps and b > start
-                )
+                a = int(np.searchsorted(hi, start, "right"))
+                b = int(np.searchsorted(lo, start + ps, "left"))
                 gaps, at = [], 0
-                for a, b in cover:
-                    if a > at:
-                        gaps.append((at, a))
-                    at = max(at, b)
+                for r0, r1 in zip(lo[a:b].tolist(), hi[a:b].tolist(), strict=True):
+                    if r0 - start > at:
+                        gaps.append((at, r0 - start))
+                    at = max(at, min(r1, start + ps) - start)
                 if at < ps:
                     gaps.append((at, ps))
-                if gaps and cover:
+                if b > a and gaps:
                     found[pfn] = gaps
             self._partial = found
         return self._partial

@@ -11,6 +11,7 @@ from armimage import LEVELS, ArmImage
 from vmcorepack.errors import KernelMemoryError, VmcoreinfoError
 from vmcorepack.kernel.arch import arm64
 from vmcorepack.kernel.walk import PhysRun, read_utsname
+from vmcorepack.vmcoreinfo import VmcoreInfo
 
 CONFIGS = sorted((ps, va) for ps, va in LEVELS if not (ps == 4096 and va == 52))
 
@@ -128,3 +129,19 @@ def test_unknown_layout_and_missing_symbols(tmp_path: Path) -> None:
     del img.vmcoreinfo["SYMBOL(swapper_pg_dir)"]
     with pytest.raises(VmcoreinfoError):
         arm64.PageTableWalker(img.write(tmp_path, "noswapper"))
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        "NUMBER(VA_BITS)=0",
+        "NUMBER(VA_BITS)=-3",
+        "NUMBER(VA_BITS)=100000",
+        "NUMBER(VA_BITS)=48\nNUMBER(TCR_EL1_T1SZ)=70",
+    ],
+)
+def test_hostile_va_sizes_are_vmcoreinfo_errors(keys: str) -> None:
+    """Garbage VA sizes end in VmcoreinfoError (one line for the CLI), never a ValueError from a shift."""
+    vi = VmcoreInfo.parse(f"SYMBOL(_stext)=ffff800008010000\n{keys}\n".encode())
+    with pytest.raises(VmcoreinfoError):
+        arm64.Layout.from_vmcoreinfo(vi, 4096, "<test>")

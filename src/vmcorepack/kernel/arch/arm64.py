@@ -105,17 +105,20 @@ class Layout(NamedTuple):
             vabits_actual = 48 if mem_section & (1 << (va_bits - 1)) else 52
         else:
             vabits_actual = va_bits
+        # Checked before any shift by them: a hostile note must not raise ValueError.
+        if not 36 <= va_bits <= 52:
+            raise VmcoreinfoError("NUMBER(VA_BITS)", f"{path}: VMCOREINFO VA_BITS={va_bits} is no arm64 VA size")
+        levels = LEVELS.get((page_size, vabits_actual))
+        if levels is None:
+            raise VmcoreinfoError(
+                "NUMBER(VA_BITS)", f"{path}: page size {page_size} with {vabits_actual}-bit VAs is no arm64 layout"
+            )
         # get_page_offset_arm64: _stext above the old layout's linear map end
         # means the flipped layout.
         page_end = -(1 << (min(va_bits, 48) - 1)) & _U64
         flipped = stext is not None and stext > page_end
         page_offset = (-(1 << vabits_actual) if flipped else -(1 << (vabits_actual - 1))) & _U64
         physmem = vi.number("MAX_PHYSMEM_BITS") or (52 if va_bits == 52 else 48)
-        levels = LEVELS.get((page_size, vabits_actual))
-        if levels is None:
-            raise VmcoreinfoError(
-                "NUMBER(VA_BITS)", f"{path}: page size {page_size} with {vabits_actual}-bit VAs is no arm64 layout"
-            )
         voff = vi.number("kimage_voffset")
         phys = vi.number("PHYS_OFFSET")
         return cls(
