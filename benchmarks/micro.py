@@ -18,7 +18,7 @@ Usage: python benchmarks/micro.py VMCORE
 - C page loop (needs vmcorepack._native): LZO over the whole file in 8 MiB
   pieces, read with pread against mapped with MAP_POPULATE (sources._map_dense)
   against "fused" (encode_file_pages: 64 KiB preads, each compressed while in
-  cache; pipeline.encode_from_file), and microseconds per non-zero page of the
+  cache; pack.encoding.encode_from_file), and microseconds per non-zero page of the
   loop alone;
 - codecs: microseconds per page and stored size / page size of every encoder
   (zlib, lzo, snappy, zstd, fast-zlib) on up to 30,000 non-zero pages, one every 5
@@ -39,7 +39,8 @@ import time
 
 import numpy as np
 
-from vmcorepack.pipeline import PackOptions, _chunks, prepare
+from vmcorepack.pack.bitmaps import _chunks
+from vmcorepack.pipeline import PackOptions, prepare
 from vmcorepack.sources import open_elf
 
 CHUNK = 2 << 20

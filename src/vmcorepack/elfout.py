@@ -38,15 +38,9 @@ from vmcorepack.constants import DumpLevel
 from vmcorepack.errors import ElfFormatError, FormatError, IncompleteDumpError, OutputError, UsageError
 from vmcorepack.filter import PageFilter
 from vmcorepack.formats import elf
-from vmcorepack.pipeline import (
-    DEFAULT_CYCLE_PFNS,
-    PackResult,
-    Progress,
-    compute_bitmaps,
-    memory_stats,
-    read_pfns,
-    zero_mask,
-)
+from vmcorepack.pack.bitmaps import compute_bitmaps, memory_stats
+from vmcorepack.pack.encoding import read_pfns, zero_mask
+from vmcorepack.pack.options import DEFAULT_CYCLE_PFNS, PackResult, Progress
 from vmcorepack.sources import Source
 from vmcorepack.writer import FileOutput, FlatOutput, Output, notes_for
 
@@ -365,7 +359,7 @@ def pack_elf(
         output: Output path, or with ``flat`` a writable descriptor.
         dump_level: Dump level 0-31.
         force: Overwrite an existing output file.
-        progress: :class:`~vmcorepack.pipeline.Progress` callback.
+        progress: :class:`~vmcorepack.pack.options.Progress` callback.
         flat: Write a flattened stream (``-E -F``).
         dry_run: Compute everything, write nothing.
         cycle_pfns: pfns per filter cycle.

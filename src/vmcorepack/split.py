@@ -18,7 +18,8 @@ from vmcorepack import bitmap
 from vmcorepack.constants import DumpStatus
 from vmcorepack.errors import KdumpFormatError, OutputError
 from vmcorepack.formats import kdump
-from vmcorepack.pipeline import PackOptions, PackResult, prepare, write_dump
+from vmcorepack.pack.dump import prepare, write_dump
+from vmcorepack.pack.options import PackOptions, PackResult
 from vmcorepack.reader import KdumpReader
 from vmcorepack.sources import Source
 from vmcorepack.writer import create_output_file

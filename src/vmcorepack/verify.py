@@ -38,11 +38,12 @@ from vmcorepack.constants import DumpStatus
 from vmcorepack.errors import UnsupportedError, VmcoreinfoError
 from vmcorepack.filter import PageFilter
 from vmcorepack.info import open_parts, window_bits, zero_page_offset
-from vmcorepack.pipeline import PHASE_EXCLUDE, Progress, read_pfns
+from vmcorepack.pack.encoding import read_pfns
+from vmcorepack.pack.options import PHASE_EXCLUDE, Progress
 from vmcorepack.reader import KdumpReader
 from vmcorepack.sources import Source
 
-#: Progress phase of step 5 (steps 2 and 3 report under pipeline.PHASE_EXCLUDE).
+#: Progress phase of step 5 (steps 2 and 3 report under pack.options.PHASE_EXCLUDE).
 PHASE_COMPARE = "Comparing pages"
 
 #: Pages compared per worker task.
@@ -369,7 +370,7 @@ def _check_bitmaps(
 def _bitmap_file_variant(r: KdumpReader, source: Source) -> bool:
     """Tell whether the dump's 1st bitmap is makedumpfile's bitmap-file variant.
 
-    That variant (pipeline.bitmap_in_file) also counts each PT_LOAD's partial
+    That variant (pack.bitmaps.bitmap_in_file) also counts each PT_LOAD's partial
     last page, and its 2nd bitmap starts from it: the dump says which one it
     is by the bit of such a page that no other PT_LOAD covers.
     """
@@ -418,7 +419,7 @@ def verify(
         source: The vmcore or raw image it was made from.
         workers: Worker processes (0: compare in this process).
         chunk_pages: Pages per task.
-        progress: :class:`~vmcorepack.pipeline.Progress` callback: pfns of the
+        progress: :class:`~vmcorepack.pack.options.Progress` callback: pfns of the
             bitmap check, then pages compared (:data:`PHASE_COMPARE`).
 
     Returns:

@@ -12,6 +12,7 @@ from helpers import file_sha256
 from vmcorepack import codecs, native, pipeline, sources
 from vmcorepack.cli import main
 from vmcorepack.fixtures import FixtureSpec, build
+from vmcorepack.pack import workers as workers_mod
 
 Q = ["--message-level", "0"]
 
@@ -71,7 +72,7 @@ def test_generated_any_chunk_size_either_page_loop(tmp_path: Path, codec: str, m
     digests = set()
     for use_c, fused in ((True, True), (True, False), (False, False)):
         monkeypatch.setattr(native, "ENABLED", use_c)
-        monkeypatch.setattr(pipeline, "FUSED_READ", fused)
+        monkeypatch.setattr(workers_mod, "FUSED_READ", fused)
         for workers, chunk in ((0, 0), (0, 1), (0, 37), (2, 0), (2, 333), (3, 4096)):
             out = tmp_path / f"{use_c}-{fused}-{workers}-{chunk}.kdump"
             opts = pipeline.PackOptions(dump_level=31, codec=codec, workers=workers, chunk_pages=chunk)

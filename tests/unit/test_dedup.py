@@ -10,6 +10,7 @@ import pytest
 from vmcorepack import pipeline
 from vmcorepack.codecs import get_codec
 from vmcorepack.formats import kdump
+from vmcorepack.pack import encoding
 
 PS = 4096
 
@@ -28,7 +29,7 @@ def test_duplicate_of_points_at_first_equal_page() -> None:
 
 def test_hash_collisions_never_share(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every page hashes alike: only the byte comparison tells them apart.
-    monkeypatch.setattr(pipeline, "_hash_keys", lambda words: np.zeros(words, np.uint64))
+    monkeypatch.setattr(encoding, "_hash_keys", lambda words: np.zeros(words, np.uint64))
     raw, pages = _chunk()
     rep = pipeline.duplicate_of(raw, PS)
     for j, r in enumerate(rep.tolist()):

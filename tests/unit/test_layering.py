@@ -24,18 +24,19 @@ LAYERS = {
     "writer": 4,
     "reader": 4,
     "refilter": 4,
-    "pipeline": 5,
-    "verify": 5,
-    "fixtures": 5,
-    "split": 5,
-    "elfout": 5,
-    "info": 5,
+    "pack": 5,  # the pack run; its modules import one another lowest first (pack/__init__.py)
+    "pipeline": 6,  # the public names of pack, kept for callers
+    "verify": 6,
+    "fixtures": 6,
+    "split": 6,
+    "elfout": 6,
+    "info": 6,
     "streams": 2,
     "procs": 2,
-    "cli": 6,
-    "mkfixture": 6,
-    "launch": 7,
-    "__main__": 8,
+    "cli": 7,
+    "mkfixture": 7,
+    "launch": 8,
+    "__main__": 9,
     "__init__": 0,
 }
 CLI_ONLY = {"argparse", "tqdm"}
@@ -64,17 +65,39 @@ def test_imports_respect_layers() -> None:
                     names = [a.name for a in node.names if a.name != "__version__"]
                 elif node.module.startswith("vmcorepack."):
                     names = [node.module.removeprefix("vmcorepack.")]
-                elif node.module.split(".")[0] in CLI_ONLY and mine < 6:
+                elif node.module.split(".")[0] in CLI_ONLY and mine < LAYERS["cli"]:
                     problems.append(f"{rel} imports {node.module}")
             elif isinstance(node, ast.Import):
                 for a in node.names:
                     if a.name.startswith("vmcorepack."):
                         names.append(a.name.removeprefix("vmcorepack."))
-                    elif a.name.split(".")[0] in CLI_ONLY and mine < 6:
+                    elif a.name.split(".")[0] in CLI_ONLY and mine < LAYERS["cli"]:
                         problems.append(f"{rel} imports {a.name}")
             for n in names:
                 if _layer(n) > mine:
                     problems.append(f"{rel} (layer {mine}) imports {n} (layer {_layer(n)})")
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print" and mine < 6:
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "print"
+                and mine < LAYERS["cli"]
+            ):
                 problems.append(f"{rel} calls print")
+    assert not problems, "\n".join(problems)
+
+
+#: The modules of vmcorepack.pack, lowest first: each imports only earlier ones.
+PACK_ORDER = ["options", "encoding", "bitmaps", "sequencer", "workers", "repair", "dump"]
+
+
+def test_pack_modules_import_lower_ones_only() -> None:
+    problems = []
+    assert sorted(PACK_ORDER) == sorted(p.stem for p in (SRC / "pack").glob("*.py") if p.stem != "__init__")
+    for me in PACK_ORDER:
+        tree = ast.parse((SRC / "pack" / f"{me}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vmcorepack.pack."):
+                other = node.module.removeprefix("vmcorepack.pack.")
+                if PACK_ORDER.index(other) >= PACK_ORDER.index(me):
+                    problems.append(f"pack/{me} imports pack/{other}")
     assert not problems, "\n".join(problems)

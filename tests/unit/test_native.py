@@ -19,6 +19,8 @@ from conftest import IN_CI
 from vmcorepack import codecs, native, pipeline
 from vmcorepack import native as native_mod
 from vmcorepack.codecs import get_codec
+from vmcorepack.formats import kdump
+from vmcorepack.pack import encoding as pack_encoding
 
 
 def _native_or_skip() -> None:
@@ -87,7 +89,7 @@ def test_native_zlib_is_compress2_level1() -> None:
     page = (b"struct page " * 400)[:4096]
     descs, data = _encode(page, np.zeros(1, bool), 4096, "zlib", True, True)
     assert data == zlib.compress(page, 1)
-    assert np.frombuffer(descs, pipeline.kdump.PAGE_DESC)["size"][0] == len(data)
+    assert np.frombuffer(descs, kdump.PAGE_DESC)["size"][0] == len(data)
 
 
 @pytest.mark.parametrize("ps", [4096, 1032])
@@ -360,7 +362,7 @@ def test_encode_from_file_reads_pages_and_gives_way_on_read_errors(tmp_path: Pat
     codec = get_codec("zlib")
     fd = os.open(img, os.O_RDONLY)
     try:
-        enc = pipeline.encode_from_file(_PlanSource(fd, offsets), np.arange(3), codec, True)  # type: ignore[arg-type]
+        enc = pack_encoding.encode_from_file(_PlanSource(fd, offsets), np.arange(3), codec, True)  # type: ignore[arg-type]
     finally:
         os.close(fd)
     assert enc is not None
@@ -370,7 +372,7 @@ def test_encode_from_file_reads_pages_and_gives_way_on_read_errors(tmp_path: Pat
     assert enc.descs["size"].tolist() == [len(want[0]), len(want[1]), 4096]
     dfd = os.open(tmp_path, os.O_RDONLY)  # preadv on a directory fails (EISDIR)
     try:
-        assert pipeline.encode_from_file(_PlanSource(dfd, offsets), np.arange(3), codec, True) is None  # type: ignore[arg-type]
+        assert pack_encoding.encode_from_file(_PlanSource(dfd, offsets), np.arange(3), codec, True) is None  # type: ignore[arg-type]
     finally:
         os.close(dfd)
 

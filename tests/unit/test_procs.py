@@ -8,6 +8,7 @@ import pytest
 
 from vmcorepack import pipeline, procs
 from vmcorepack.errors import VmcorepackError
+from vmcorepack.pack import sequencer
 
 
 def _run_worker() -> tuple[bool, object]:
@@ -48,11 +49,11 @@ def test_sequencer_takes_no_offset_seen_before_its_turn_word() -> None:
         assert seq.take(0, 100) == 4096
         v = seq.slots.values
         # Chunk 1 passes the turn; another core sees the new turn but the old offset and check.
-        v[seq.NEXT_OFFSET], v[seq.CHECK] = 4096, pipeline._check_word(0, 4096)
+        v[seq.NEXT_OFFSET], v[seq.CHECK] = 4096, sequencer._check_word(0, 4096)
         with pytest.raises(VmcorepackError, match="waited"):
             seq.hold(1, timeout=0.2)
         # The stores arrive: the same read now succeeds with the real offset.
-        v[seq.NEXT_OFFSET], v[seq.CHECK] = 4196, pipeline._check_word(1, 4196)
+        v[seq.NEXT_OFFSET], v[seq.CHECK] = 4196, sequencer._check_word(1, 4196)
         assert seq.hold(1, timeout=0.2) == 4196
     finally:
         seq.close()
