@@ -5,7 +5,15 @@ def encode_pages(
     codec: int, src: _Buf, page_size: int, share_zero: bool, dst: bytearray | memoryview, sizes: _Buf
 ) -> int: ...
 def encode_file_pages(
-    codec: int, fd: int, offsets: _Buf, page_size: int, share_zero: bool, dst: bytearray | memoryview, sizes: _Buf
+    codec: int,
+    fd: int,
+    offsets: _Buf,
+    page_size: int,
+    share_zero: bool,
+    dst: bytearray | memoryview,
+    sizes: _Buf,
+    map_window: int = 0,
+    file_size: int = 0,
 ) -> int: ...
 def decide_pages(
     raw: _Buf,
