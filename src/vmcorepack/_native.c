@@ -624,6 +624,65 @@ static int read_mapped(struct window *w, int64_t off, Py_ssize_t page_size, unsi
     return read_full(w->fd, to, page_size, off);
 }
 
+/*
+ * read_range(fd, offset, out, map_window, file_size) -> int
+ *
+ * Fill out with the file's bytes from offset, copied out of mapped windows
+ * of map_window bytes (the mem_map reads of the page pass), a fault or a
+ * window that cannot be mapped falling back to pread() for that piece.
+ * Returns the bytes read: short at file_size.  An I/O error raises OSError.
+ */
+static PyObject *read_range(PyObject *self, PyObject *args)
+{
+    int fd, err = 0;
+    long long offset, file_size;
+    Py_ssize_t map_window, done = 0;
+    Py_buffer out;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iLw*nL", &fd, &offset, &out, &map_window, &file_size))
+        return NULL;
+    if (map_window <= 0 || map_window % sysconf(_SC_PAGESIZE) != 0 || offset < 0) {
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "bad map_window or offset");
+        return NULL;
+    }
+    struct window w = {.fd = fd, .size = map_window, .file_size = file_size};
+    if (install_sigbus() < 0)
+        w.failed = 1;
+    unsigned char *to = out.buf;
+    Py_ssize_t len = out.len;
+    if (offset + len > file_size)
+        len = offset >= file_size ? 0 : (Py_ssize_t)(file_size - offset);
+
+    Py_BEGIN_ALLOW_THREADS
+    while (done < len) {
+        int64_t o = offset + done;
+        int64_t n = o - o % map_window + map_window - o; /* to the end of its window */
+        if (n > len - done)
+            n = len - done;
+        const unsigned char *from = w.failed ? NULL : window_at(&w, o, n);
+        if (from == NULL || copy_guarded(to + done, from, (size_t)n) < 0) {
+            memset(to + done, 0, (size_t)n);
+            if (read_full(fd, to + done, n, o) < 0) {
+                err = errno;
+                break;
+            }
+        }
+        done += n;
+    }
+    if (w.base != NULL)
+        munmap(w.base, (size_t)w.len);
+    Py_END_ALLOW_THREADS
+
+    PyBuffer_Release(&out);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromSsize_t(done);
+}
+
 /* Bytes read per batch by encode_file_pages: 64 KiB stays in L2 between the
  * read and the compressor; a whole 8 MiB chunk read first does not. */
 #define BATCH_BYTES (64 * 1024)
@@ -1303,6 +1362,8 @@ static PyMethodDef methods[] = {
     {"scan_pages", scan_pages, METH_VARARGS,
      "scan_pages(raw, entry_size, offsets, widths, start_pfn, examined, tail_ok, params, bits, bits_start, "
      "cycle_end, resume, counts) -> (resume, last_end, last_kind)"},
+    {"read_range", read_range, METH_VARARGS,
+     "read_range(fd, offset, out, map_window, file_size): file bytes through mapped windows"},
     {"read_pages", read_pages, METH_VARARGS,
      "read_pages(fd, offsets, page_size, out): gather pages at file offsets into out"},
     {"chunk_descs", chunk_descs, METH_VARARGS,

@@ -224,6 +224,14 @@ class Source:
         if end <= offset:
             return 0
         fd = self._file()
+        mod = native.module() if self.map_window else None
+        if mod is not None:
+            # The page pass's mem_map reads of /proc/vmcore: mapped, a fault read with pread.
+            try:
+                got: int = mod.read_range(fd, offset, out[: end - offset], self.map_window, self.file_size)
+            except OSError as e:
+                raise SourceReadError(self.path, offset, f"read failed at file offset {offset:#x}: {e.strerror}") from e
+            return got
         if self.use_mmap:
             gran = mmap.ALLOCATIONGRANULARITY
             base = offset - offset % gran

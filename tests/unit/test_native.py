@@ -418,6 +418,28 @@ def test_mapped_read_survives_sigbus(tmp_path: Path) -> None:
     assert r.returncode == -7
 
 
+def test_read_range_equals_pread(tmp_path: Path) -> None:
+    """read_range (the page pass's mapped reads) returns the file's bytes across windows, short at the end."""
+    _native_or_skip()
+    data = os.urandom(5 * 4096 + 123)
+    img = tmp_path / "img"
+    img.write_bytes(data)
+    mod = native_mod.module()
+    fd = os.open(img, os.O_RDWR)
+    try:
+        for off, n in ((0, 4096), (100, 3 * 4096), (4095, 2), (2 * 4096 - 7, 9000), (5 * 4096, 500), (len(data), 10)):
+            out = bytearray(n)
+            got = mod.read_range(fd, off, out, 4096, len(data))
+            assert got == min(n, len(data) - off)
+            assert bytes(out[:got]) == data[off : off + got]
+        os.ftruncate(fd, 4096)  # past the new end the windows fault: read, as zeros
+        out = bytearray(3 * 4096)
+        assert mod.read_range(fd, 0, out, 8192, len(data)) == 3 * 4096
+        assert bytes(out) == data[:4096] + bytes(2 * 4096)
+    finally:
+        os.close(fd)
+
+
 def test_encode_from_file_reads_pages_and_gives_way_on_read_errors(tmp_path: Path) -> None:
     """Pages come from the planned offsets (EOF reads as zeros); a failing read returns None for the fallback."""
     _native_or_skip()
