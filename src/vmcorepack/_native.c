@@ -41,9 +41,13 @@
 #include <errno.h>
 #include <link.h>
 #include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -500,28 +504,233 @@ done:
     return result;
 }
 
+/* ---- reading through a mapping, with SIGBUS turned into a fallback ------- */
+
+/*
+ * /proc/vmcore can be mapped (mmap_vmcore(), since Linux 3.11): the old
+ * kernel's pages are then mapped once per window (remap_oldmem_pfn_range())
+ * instead of being copied by read_vmcore() one page at a time
+ * (copy_oldmem_page() maps and unmaps each page), which is why makedumpfile
+ * maps it by default (--non-mmap turns that off).  Windows are
+ * makedumpfile's MAP_REGION, 4 MiB (makedumpfile.h).
+ *
+ * A page the kernel cannot read gives EIO to read() but SIGBUS to an access
+ * through the mapping (and so does an access past the end of a regular file
+ * truncated after it was mapped).  The copy out of the mapping is therefore
+ * guarded: a SIGBUS while `fault_jmp` is set in this thread jumps back, and
+ * that page is read with pread() instead, which reports EIO as an error (the
+ * caller then isolates the unreadable pages) or reads zeros past the end.
+ * Pages are copied into a buffer before compression, so a fault never
+ * interrupts a codec mid-stream.  The handler is installed once, with the
+ * GIL held; a SIGBUS that is not ours restores the previous disposition.
+ */
+#define MAP_WINDOW_DEFAULT (4096 * 1024)
+
+/* volatile: the stores around memcpy() must stay where they are (a compiler
+ * that knows memcpy() does not read it would drop the first as dead). */
+static _Thread_local sigjmp_buf *volatile fault_jmp;
+static struct sigaction old_sigbus;
+static int sigbus_installed;
+
+static void on_sigbus(int sig, siginfo_t *si, void *ctx)
+{
+    sigjmp_buf *jb = fault_jmp;
+
+    if (jb != NULL) {
+        fault_jmp = NULL;
+        siglongjmp(*jb, 1); /* SA_NODEFER: SIGBUS stays unblocked */
+    }
+    /* Not a guarded copy: let the previous handler (or the default, a core
+     * dump) have it.  A fault re-executes and arrives there; a sent signal is
+     * raised again. */
+    sigaction(SIGBUS, &old_sigbus, NULL);
+    (void)ctx;
+    if (si == NULL || si->si_code <= 0)
+        raise(sig);
+}
+
+/* Install on_sigbus (GIL held).  Returns 0, or -1 with errno set. */
+static int install_sigbus(void)
+{
+    struct sigaction sa;
+
+    if (sigbus_installed)
+        return 0;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGBUS, &sa, &old_sigbus) < 0)
+        return -1;
+    sigbus_installed = 1;
+    return 0;
+}
+
+/* memcpy() out of a mapping; -1 when it faulted (SIGBUS), else 0. */
+static int __attribute__((noinline)) copy_guarded(unsigned char *to, const unsigned char *from, size_t n)
+{
+    sigjmp_buf env;
+
+    if (sigsetjmp(env, 0) != 0)
+        return -1;
+    fault_jmp = &env;
+    memcpy(to, from, n);
+    fault_jmp = NULL;
+    return 0;
+}
+
+struct window {
+    int fd, failed;
+    unsigned char *base;
+    int64_t start, len, size, file_size;
+};
+
+/* The window holding [off, off + len), mapped if need be; NULL when mapping
+ * fails (the caller then reads). */
+static const unsigned char *window_at(struct window *w, int64_t off, int64_t len)
+{
+    if (w->base != NULL && off >= w->start && off + len <= w->start + w->len)
+        return w->base + (off - w->start);
+    if (w->base != NULL)
+        munmap(w->base, (size_t)w->len);
+    w->base = NULL;
+    int64_t start = off - off % w->size;
+    int64_t end = start + w->size;
+    if (end < off + len)
+        end = off + len;
+    if (end > w->file_size) /* mmap_vmcore() refuses a window past the end */
+        end = w->file_size;
+    void *p = mmap(NULL, (size_t)(end - start), PROT_READ, MAP_SHARED, w->fd, (off_t)start);
+    if (p == MAP_FAILED) {
+        w->failed = 1; /* not mappable (an old kernel's /proc/vmcore, a pipe): read */
+        return NULL;
+    }
+    w->base = p;
+    w->start = start;
+    w->len = end - start;
+    return w->base + (off - start);
+}
+
+/* One page at `off` into `to`: through the window when it can be, else (or
+ * after a fault) with pread().  Returns 0, or -1 with errno set. */
+static int read_mapped(struct window *w, int64_t off, Py_ssize_t page_size, unsigned char *to)
+{
+    if (!w->failed && off >= 0 && off + page_size <= w->file_size) {
+        const unsigned char *from = window_at(w, off, page_size);
+        if (from != NULL && copy_guarded(to, from, (size_t)page_size) == 0)
+            return 0;
+    }
+    memset(to, 0, (size_t)page_size);
+    return read_full(w->fd, to, page_size, off);
+}
+
+/*
+ * read_range(fd, offset, out, map_window, file_size) -> int
+ *
+ * Fill out with the file's bytes from offset, copied out of mapped windows
+ * of map_window bytes (the mem_map reads of the page pass), a fault or a
+ * window that cannot be mapped falling back to pread() for that piece.
+ * Returns the bytes read: short at file_size.  An I/O error raises OSError.
+ */
+static PyObject *read_range(PyObject *self, PyObject *args)
+{
+    int fd, err = 0;
+    long long offset, file_size;
+    Py_ssize_t map_window, done = 0;
+    Py_buffer out;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iLw*nL", &fd, &offset, &out, &map_window, &file_size))
+        return NULL;
+    if (map_window <= 0 || map_window % sysconf(_SC_PAGESIZE) != 0 || offset < 0) {
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "bad map_window or offset");
+        return NULL;
+    }
+    struct window w = {.fd = fd, .size = map_window, .file_size = file_size};
+    if (install_sigbus() < 0)
+        w.failed = 1;
+    unsigned char *to = out.buf;
+    Py_ssize_t len = out.len;
+    if (offset + len > file_size)
+        len = offset >= file_size ? 0 : (Py_ssize_t)(file_size - offset);
+
+    Py_BEGIN_ALLOW_THREADS
+    while (done < len) {
+        int64_t o = offset + done;
+        int64_t n = o - o % map_window + map_window - o; /* to the end of its window */
+        if (n > len - done)
+            n = len - done;
+        const unsigned char *from = w.failed ? NULL : window_at(&w, o, n);
+        if (from == NULL || copy_guarded(to + done, from, (size_t)n) < 0) {
+            memset(to + done, 0, (size_t)n);
+            if (read_full(fd, to + done, n, o) < 0) {
+                err = errno;
+                break;
+            }
+        }
+        done += n;
+    }
+    if (w.base != NULL)
+        munmap(w.base, (size_t)w.len);
+    Py_END_ALLOW_THREADS
+
+    PyBuffer_Release(&out);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromSsize_t(done);
+}
+
 /* Bytes read per batch by encode_file_pages: 64 KiB stays in L2 between the
  * read and the compressor; a whole 8 MiB chunk read first does not. */
 #define BATCH_BYTES (64 * 1024)
 
 /*
- * encode_file_pages(codec, fd, offsets, page_size, share_zero, dst, sizes) -> int
+ * encode_file_pages(codec, fd, offsets, page_size, share_zero, dst, sizes, map_window=0, file_size=0) -> int
  *
  * encode_pages() over the pages at file offsets offsets[i] (int64,
  * ascending), read a few at a time (gather()) so that each page is compressed
- * while it is still in cache.  Past the end of the file, pages read as zeros.
+ * while it is still in cache.  With map_window > 0 (bytes, a multiple of the
+ * system page size), pages are copied out of mapped windows of that size
+ * instead (read_mapped()), up to file_size (0: fstat()'s; a file that
+ * shrank since faults past its end, which reads zeros, as pread() does).
+ * Past the end of the file, pages read as zeros.
  * An I/O error raises OSError (dst and sizes then hold nothing useful).
  */
 static PyObject *encode_file_pages(PyObject *self, PyObject *args)
 {
     int codec, fd, share_zero, err = 0, failed = 0;
-    Py_ssize_t page_size;
+    Py_ssize_t page_size, map_window = 0;
+    long long file_size = 0;
     Py_buffer offs, dst, sizes;
     PyObject *result = NULL;
+    struct window win = {.fd = -1, .failed = 1};
+    int mapped = 0;
 
     (void)self;
-    if (!PyArg_ParseTuple(args, "iiy*npw*w*", &codec, &fd, &offs, &page_size, &share_zero, &dst, &sizes))
+    if (!PyArg_ParseTuple(args, "iiy*npw*w*|nL", &codec, &fd, &offs, &page_size, &share_zero, &dst, &sizes,
+                          &map_window, &file_size))
         return NULL;
+    win.fd = fd;
+    if (map_window > 0) {
+        struct stat st;
+        long sys_page = sysconf(_SC_PAGESIZE);
+        if (map_window % sys_page != 0) {
+            PyErr_SetString(PyExc_ValueError, "map_window is not a multiple of the page size");
+            goto out;
+        }
+        if (file_size <= 0 && fstat(fd, &st) == 0)
+            file_size = st.st_size;
+        /* Nothing to map (a pipe), or no handler: read instead. */
+        if (file_size > 0 && install_sigbus() == 0) {
+            mapped = 1;
+            win.failed = 0;
+            win.size = map_window;
+            win.file_size = file_size;
+        }
+    }
     Py_ssize_t n = offs.len / (Py_ssize_t)sizeof(int64_t);
     if (page_size <= 0 || page_size % 8 != 0) {
         PyErr_SetString(PyExc_ValueError, "bad page size");
@@ -546,7 +755,22 @@ static PyObject *encode_file_pages(PyObject *self, PyObject *args)
     rows = malloc((size_t)(batch * page_size));
     junk = malloc((size_t)(GAP_PAGES * page_size));
     failed |= rows == NULL || junk == NULL;
-    for (Py_ssize_t i = 0; i < n && !failed && !err;) {
+    /* Mapped: one page at a time, compressed straight after its copy (a
+     * window that cannot be mapped leaves the rest to pread(), page by page). */
+    for (Py_ssize_t p = 0; mapped && p < n && !failed; p++) {
+        if (read_mapped(&win, o[p], page_size, rows) < 0) {
+            err = errno;
+            break;
+        }
+        Py_ssize_t got = encoder_page(&enc, rows, d + pos);
+        failed |= got == -2;
+        sz[p] = got;
+        if (got > 0)
+            pos += got;
+    }
+    if (win.base != NULL)
+        munmap(win.base, (size_t)win.len);
+    for (Py_ssize_t i = 0; !mapped && i < n && !failed && !err;) {
         Py_ssize_t j = gather(fd, o, i, n, batch, page_size, rows, junk);
         if (j < 0) {
             err = errno;
@@ -1138,6 +1362,8 @@ static PyMethodDef methods[] = {
     {"scan_pages", scan_pages, METH_VARARGS,
      "scan_pages(raw, entry_size, offsets, widths, start_pfn, examined, tail_ok, params, bits, bits_start, "
      "cycle_end, resume, counts) -> (resume, last_end, last_kind)"},
+    {"read_range", read_range, METH_VARARGS,
+     "read_range(fd, offset, out, map_window, file_size): file bytes through mapped windows"},
     {"read_pages", read_pages, METH_VARARGS,
      "read_pages(fd, offsets, page_size, out): gather pages at file offsets into out"},
     {"chunk_descs", chunk_descs, METH_VARARGS,

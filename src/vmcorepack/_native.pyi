@@ -5,7 +5,15 @@ def encode_pages(
     codec: int, src: _Buf, page_size: int, share_zero: bool, dst: bytearray | memoryview, sizes: _Buf
 ) -> int: ...
 def encode_file_pages(
-    codec: int, fd: int, offsets: _Buf, page_size: int, share_zero: bool, dst: bytearray | memoryview, sizes: _Buf
+    codec: int,
+    fd: int,
+    offsets: _Buf,
+    page_size: int,
+    share_zero: bool,
+    dst: bytearray | memoryview,
+    sizes: _Buf,
+    map_window: int = 0,
+    file_size: int = 0,
 ) -> int: ...
 def decide_pages(
     raw: _Buf,
@@ -19,6 +27,7 @@ def decide_pages(
     kind: _Buf,
     log2n: _Buf,
 ) -> None: ...
+def read_range(fd: int, offset: int, out: bytearray | memoryview, map_window: int, file_size: int) -> int: ...
 def read_pages(fd: int, offsets: _Buf, page_size: int, out: bytearray | memoryview) -> None: ...
 def lzo1x_1(data: _Buf) -> bytes: ...
 def lzo1x_decompress(data: _Buf, size: int) -> bytes: ...

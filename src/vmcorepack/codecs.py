@@ -173,7 +173,15 @@ class PageLoop(NamedTuple):
         return n
 
     def encode_file(
-        self, fd: int, offsets: Buffer, page_size: int, share_zero: bool, dst: Buffer, sizes: Buffer
+        self,
+        fd: int,
+        offsets: Buffer,
+        page_size: int,
+        share_zero: bool,
+        dst: Buffer,
+        sizes: Buffer,
+        map_window: int = 0,
+        file_size: int = 0,
     ) -> int:
         """Read the pages at file offsets ``offsets`` and encode them as :meth:`encode` does.
 
@@ -187,6 +195,12 @@ class PageLoop(NamedTuple):
             share_zero: As for :meth:`encode`.
             dst: Output, at least ``len(offsets) * page_size + headroom`` bytes.
             sizes: As for :meth:`encode`.
+            map_window: 0 to read with ``preadv``; else copy the pages out of
+                mapped windows of this many bytes (a multiple of the system
+                page size), where a fault (SIGBUS) in a page falls back to
+                ``pread`` for it, so that EIO is still reported.
+            file_size: Bytes of the file to map (0: its current size); past
+                its end, or where it has shrunk since, pages read as zeros.
 
         Returns:
             Bytes stored in ``dst``.
@@ -194,7 +208,9 @@ class PageLoop(NamedTuple):
         Raises:
             OSError: A read failed.
         """
-        n: int = native.module().encode_file_pages(self.codec_id, fd, offsets, page_size, share_zero, dst, sizes)
+        n: int = native.module().encode_file_pages(
+            self.codec_id, fd, offsets, page_size, share_zero, dst, sizes, map_window, file_size
+        )
         return n
 
 

@@ -14,9 +14,12 @@ short-lived mmap window (bounded memory whatever the image size) or through
   out of one mmap window with numpy, in-process (one ``pread`` per dense
   stretch costs Python work per stretch; forked workers use ``pread``, see
   ``pipeline._worker_main``);
-* /proc/vmcore is read with ``pread`` only, so that a range the kernel cannot
-  read (EIO) is an error we can report and skip rather than a SIGBUS; ``--mmap``
-  maps it as makedumpfile does.
+* /proc/vmcore is read with ``pread`` from Python, so that a range the kernel
+  cannot read (EIO) is an error we can report and skip rather than a SIGBUS;
+  ``--mmap`` maps it there too, as makedumpfile does.  The C read-and-encode
+  loop (``pipeline.encode_from_file``) maps it by default (``map_window``): it
+  catches a fault in a mapped page and reads that page with ``pread`` instead,
+  so EIO is still reported; ``--non-mmap`` turns that off.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ from vmcorepack.vmcoreinfo import VmcoreInfo
 MAX_PAGE_SIZE = 1 << 18
 #: Upper bound on the physical address space we accept (52 bits, x86_64 5-level).
 MAX_PHYS_BITS = 52
+
+#: Bytes per window the C loop maps of /proc/vmcore (makedumpfile's MAP_REGION,
+#: makedumpfile.h): each window is one remap of the old kernel's pages, where
+#: read() maps and unmaps every page (copy_oldmem_page()).
+MAP_WINDOW = 4 << 20
 
 
 class NoteInfo(NamedTuple):
@@ -140,6 +148,10 @@ class Source:
         # /proc/vmcore is read with pread, where an unreadable page is an
         # error, not a SIGBUS.
         self.map_dense = (not is_proc) if use_mmap is None else use_mmap
+        #: Window size for the C read-and-encode loop, 0 to read with preadv:
+        #: mapped for /proc/vmcore (a fault there is caught, see MAP_WINDOW)
+        #: and with --mmap; preadv for regular files, as fast there.
+        self.map_window = MAP_WINDOW if (is_proc if use_mmap is None else use_mmap) else 0
         self._fd: int | None = None
         self._runs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # _file_runs(), built on first use
         self._partial: dict[int, list[tuple[int, int]]] | None = None  # partial_pages(), built on first use
@@ -212,6 +224,14 @@ class Source:
         if end <= offset:
             return 0
         fd = self._file()
+        mod = native.module() if self.map_window else None
+        if mod is not None:
+            # The page pass's mem_map reads of /proc/vmcore: mapped, a fault read with pread.
+            try:
+                got: int = mod.read_range(fd, offset, out[: end - offset], self.map_window, self.file_size)
+            except OSError as e:
+                raise SourceReadError(self.path, offset, f"read failed at file offset {offset:#x}: {e.strerror}") from e
+            return got
         if self.use_mmap:
             gran = mmap.ALLOCATIONGRANULARITY
             base = offset - offset % gran

@@ -96,3 +96,16 @@ def test_repeated_packs_leak_no_descriptors(tmp_path: Path) -> None:
         counts.append(len(os.listdir("/proc/self/fd")))
     assert counts[-1] == counts[0], counts
     assert (tmp_path / "d3").read_bytes() == (VECTORS / "tiny_d1_lzo.kdump").read_bytes()
+
+
+@pytest.mark.parametrize("level", ["1", "31"])
+def test_mapped_reads_change_nothing(real_vmcore: Path, tmp_path: Path, level: str) -> None:
+    """--mmap (mapped windows in the C loop and the page pass, as for /proc/vmcore), --non-mmap and the
+    default give the same file."""
+    digests = set()
+    for how in ([], ["--mmap"], ["--non-mmap"]):
+        out = tmp_path / f"m{'-'.join(how)}.kdump"
+        assert main([*Q, "-l", "-d", level, "--workers", "0", *how, str(real_vmcore), str(out)]) == 0
+        digests.add(file_sha256(out))
+        out.unlink()
+    assert len(digests) == 1

@@ -106,6 +106,10 @@ run() {  # run NAME COMMAND...: measured, output in /mnt/NAME.{log,json}
     kv "${name}_rc" $rc
     note "$name: exit $rc, $(tail -n 1 "/mnt/$name.log")"
 }
+if [ -n "${E2E_RAM_ROOT:-}" ]; then
+    kv ram_root_kib "$(du -sk "$E2E_RAM_ROOT" | cut -f1)"
+    kv mem_available_ramroot_kib "$(meminfo MemAvailable)"
+fi
 # Which codecs and C extension the guest's vmcorepack has (an arm64 root's own python3).
 # shellcheck disable=SC2086 # E2E_VMCOREPACK and E2E_ARGS are word lists on purpose
 $E2E_VMCOREPACK -v > /mnt/vmcorepack-version.txt 2>&1
@@ -113,7 +117,14 @@ $E2E_VMCOREPACK -v > /mnt/vmcorepack-version.txt 2>&1
 run vmcorepack $E2E_VMCOREPACK $E2E_ARGS /proc/vmcore /mnt/dump.kdump
 if [ "$E2E_MAKEDUMPFILE" = 1 ]; then
     # shellcheck disable=SC2086
-    run makedumpfile makedumpfile $E2E_MAKEDUMPFILE_ARGS /proc/vmcore /mnt/makedumpfile.kdump
+    run makedumpfile ${E2E_MAKEDUMPFILE_CMD:-makedumpfile} $E2E_MAKEDUMPFILE_ARGS /proc/vmcore /mnt/makedumpfile.kdump
+fi
+if [ "${E2E_PHASES:-0}" = 1 ]; then
+    # Where vmcorepack's time goes (capture_phases.py), and its imports one by one.
+    # shellcheck disable=SC2086 # E2E_PYTHON is a word list on purpose
+    run phases $E2E_PYTHON "$e2e/capture_phases.py" /proc/vmcore /mnt/phases.out.json --write-dir /mnt
+    # shellcheck disable=SC2086
+    $E2E_PYTHON -X importtime -c "import vmcorepack.cli" 2> /mnt/importtime.txt
 fi
 if [ "$E2E_ELF_COPY" = 1 ]; then
     run elfcopy dd if=/proc/vmcore of=/mnt/vmcore.elf bs=1M

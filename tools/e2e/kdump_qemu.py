@@ -133,6 +133,65 @@ def build_initramfs(release: str, moddir: Path, busybox: Path = Path("/bin/busyb
     return out
 
 
+#: Where the capture stage finds the RAM copy (tools/e2e/init binds the initramfs' /ramroot there).
+RAM_ROOT = "/tmp/ramroot"
+
+
+def build_ram_initramfs(release: str, moddir: Path, args: str) -> Path:
+    """The initramfs of ``release`` plus a RAM root with vmcorepack, as a kdump initramfs carries it.
+
+    python3, the shared objects it maps, the modules that ``vmcorepack ARGS``, ``vmcorepack
+    -v`` and tools/e2e/capture_phases.py import (traced on a generated vmcore, byte-compiled,
+    no sources) and Debian's makedumpfile with its libraries go under ``/ramroot`` at their
+    host paths (tools/e2e/pyfiles.py); the capture stage runs them chrooted there. Rebuilt
+    when vmcorepack's sources, the tools or ``args`` change.
+    """
+    sys.path.insert(0, str(HERE))
+    import mkinitramfs
+    import pyfiles
+
+    out = CACHE / "initramfs" / f"{release}-ram.cpio.gz"
+    stamp = out.with_suffix(".args")
+    src = REPO / "src" / "vmcorepack"
+    inputs = [HERE / n for n in ("init", "mkinitramfs.py", "pyfiles.py", "capture_phases.py")]
+    inputs += [p for p in src.rglob("*") if p.suffix in (".py", ".so")]
+    if (out.exists() and stamp.exists() and stamp.read_text() == args
+            and all(p.stat().st_mtime < out.stat().st_mtime for p in inputs)):  # fmt: skip
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fixture = CACHE / "trace" / "trace.elf"
+    if not fixture.exists():
+        fixture.parent.mkdir(parents=True, exist_ok=True)
+        mk = [str(VENV_BIN / "vmcorepack-mkfixture"), "--size", "128M", "--seed", "1", str(fixture)]
+        subprocess.run(mk, check=True, stdout=subprocess.DEVNULL)
+    py = str(VENV_BIN / "python3")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "VMCOREPACK_MIN_MEMORY_MB": "0"}
+    dump = fixture.with_name("trace.kdump")
+    runs = [
+        [str(VENV_BIN / "vmcorepack"), "-f", *shlex.split(args), str(fixture), str(dump)],
+        [str(VENV_BIN / "vmcorepack"), "-v"],
+        [str(HERE / "capture_phases.py"), str(fixture), str(fixture.with_name("phases.json"))],
+    ]
+    traces = [pyfiles.trace(py, argv, env) for argv in runs]
+    mdf = shutil.which("makedumpfile")
+    extra = [str(VENV_BIN / "vmcorepack"), py, str(HERE / "capture_phases.py"), "/lib64/ld-linux-x86-64.so.2"]
+    extra += pyfiles.ldd_files(mdf) if mdf else []
+    entries = pyfiles.plan(traces, tuple(extra))
+    added = {"bytes": 0}
+
+    def add(c: Any) -> None:
+        c.dir("ramroot")
+        for d in ("proc", "dev", "mnt", "tmp"):
+            c.dir(f"ramroot/{d}")
+        added["bytes"] = pyfiles.add_to_cpio(c, "ramroot", entries)
+
+    mkinitramfs.build(moddir, HERE / "init", Path("/bin/busybox"), out, extra=add)
+    stamp.write_text(args)
+    (out.with_suffix(".files")).write_text("".join(f"{k} {p}\n" for p, k in entries))
+    print(f"e2e: {out}: RAM root of {len(entries)} entries, {added['bytes'] >> 20} MiB", file=sys.stderr)
+    return out
+
+
 #: The arm64 guest's root (tools/e2e/mkroot.py): what guest.sh runs, from Debian's arm64 packages.
 #: vmcorepack's optional codec modules come too, so that its pure-Python path has every codec.
 ARM64_ROOT_PACKAGES = (
@@ -512,6 +571,19 @@ def verify(out: Path, release: str, args: list[str], has_mdf: bool, crash: bool 
 # ---------------------------------------------------------------- main
 
 
+def capture_commands(vmcorepack_cmd: str, ram: bool, phases: bool, arm: bool) -> dict[str, str]:
+    """guest.sh's command variables: vmcorepack, makedumpfile and python3, chrooted into the RAM root if ``ram``."""
+    pre = f"chroot {RAM_ROOT} " if ram else ""
+    py = "/usr/bin/python3" if arm else str(VENV_BIN / "python3")
+    return {
+        "E2E_VMCOREPACK": pre + vmcorepack_cmd,
+        "E2E_MAKEDUMPFILE_CMD": pre + "makedumpfile",
+        "E2E_PYTHON": pre + py,
+        "E2E_PHASES": "1" if phases and not arm else "0",
+        "E2E_RAM_ROOT": RAM_ROOT if ram else "",
+    }
+
+
 def parse_size(s: str) -> int:
     """``256M`` -> bytes."""
     m = re.fullmatch(r"(\d+)([KMG]?)", s.upper())
@@ -550,6 +622,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-timeout", type=int, default=900, help="limit per capture-kernel command, seconds")
     p.add_argument("--out", type=Path, help="run directory (default .cache/e2e/runs/KERNEL-pPAGING-CK)")
     p.add_argument("--keep-fixture", type=Path, metavar="DIR", help="keep the ELF vmcore as DIR/*.elf.zst")
+    p.add_argument(
+        "--load-from",
+        choices=("9p", "ram"),
+        default="9p",
+        help="x86_64: run vmcorepack (and makedumpfile) from the host root over 9p, or from a RAM copy"
+        " in the initramfs as a kdump initramfs carries them (build_ram_initramfs)",
+    )
+    p.add_argument("--phases", action="store_true", help="also run tools/e2e/capture_phases.py in the capture kernel")
     p.add_argument("--no-verify", action="store_true", help="capture only")
     p.add_argument("--reverify", action="store_true", help="no QEMU: verify the outputs of the last run again")
     a = p.parse_args(argv)
@@ -577,7 +657,11 @@ def main(argv: list[str] | None = None) -> int:
     pkg = resolve_kernel_package(a.kernel, f"linux-image-{a.flavour}:arm64" if arm else "linux-image-amd64")
     release, vmlinuz, moddir = fetch_kernel(pkg)
     guest_root = build_arm64_root(a.root_release) if arm else Path("/")
-    initrd = build_initramfs(release, moddir, guest_root / "usr/bin/busybox" if arm else Path("/bin/busybox"))
+    ram = a.load_from == "ram" and not arm
+    if ram:
+        initrd = build_ram_initramfs(release, moddir, a.args)
+    else:
+        initrd = build_initramfs(release, moddir, guest_root / "usr/bin/busybox" if arm else Path("/bin/busybox"))
     tag = f"{release}-ck{a.crashkernel}" if arm else f"{release}-p{a.paging}-ck{a.crashkernel}"
     out: Path = (a.out or CACHE / "runs" / tag).resolve()
     if not a.reverify:
@@ -604,13 +688,13 @@ def main(argv: list[str] | None = None) -> int:
         has_mdf = not a.no_makedumpfile and shutil.which("makedumpfile") is not None
         vmcorepack_cmd = str(VENV_BIN / "vmcorepack")
     config = {
+        **capture_commands(vmcorepack_cmd, ram, a.phases, arm),
         "E2E_REPO": str(REPO),
         "E2E_KERNEL": str(vmlinuz),
         "E2E_INITRD": str(initrd),
         "E2E_CAPTURE_APPEND": capture_append,
         "E2E_KEXEC_ARGS": a.kexec_args,
         "E2E_ARGS": a.args,
-        "E2E_VMCOREPACK": vmcorepack_cmd,
         "E2E_REPO_SHARE": "1" if arm else "0",
         "E2E_MAKEDUMPFILE": "1" if has_mdf else "0",
         "E2E_MAKEDUMPFILE_ARGS": a.makedumpfile_args,
@@ -684,6 +768,8 @@ def main(argv: list[str] | None = None) -> int:
             else None
         ),
         "makedumpfile": _read_json(out / "makedumpfile.json"),
+        "load_from": a.load_from,
+        "phases": _read_json(out / "phases.out.json"),
         "elfcopy": _read_json(out / "elfcopy.json"),
         "sizes": {p.name: p.stat().st_size for p in sorted(out.glob("*.kdump")) if p.is_file()},
     }

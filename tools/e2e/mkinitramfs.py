@@ -3,7 +3,10 @@
 The image holds busybox-static, the modules needed to mount the host's root over virtio-9p
 (resolved through each module's ``depends=`` field, decompressed when Debian ships ``.ko.xz``)
 and ``tools/e2e/init``. Everything else (python3, the venv, vmcorepack, makedumpfile, kexec)
-is used from the host root through the 9p share, so the capture kernel's memory stays free.
+is used from the host root through the 9p share, so the capture kernel's memory stays free;
+except in the harness's RAM mode (``kdump_qemu.py --load-from ram``), which adds a ``ramroot``
+holding python3, numpy, vmcorepack and makedumpfile (tools/e2e/pyfiles.py), as a kdump
+initramfs would carry them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import lzma
 import os
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 WANTED = ("virtio_pci", "9pnet_virtio", "9p")
@@ -111,8 +115,11 @@ class Cpio:
         return self.buf.getvalue()
 
 
-def build(moddir: Path, init: Path, busybox: Path, out: Path) -> list[str]:
-    """Write the gzip'd archive to ``out``; return the module names in load order."""
+def build(moddir: Path, init: Path, busybox: Path, out: Path, extra: Callable[[Cpio], None] | None = None) -> list[str]:
+    """Write the gzip'd archive to ``out``; return the module names in load order.
+
+    ``extra`` adds more entries (the harness's RAM mode adds a root of its own, ``ramroot``).
+    """
     modules = resolve_modules(moddir)
     c = Cpio()
     for d in ("bin", "dev", "proc", "sys", "host", "out", "tmp", "lib", "lib/modules"):
@@ -123,6 +130,8 @@ def build(moddir: Path, init: Path, busybox: Path, out: Path) -> list[str]:
     for name, blob in modules:
         c.file(f"lib/modules/{name}.ko", blob)
     c.file("lib/modules/order", "".join(f"{n}\n" for n, _ in modules).encode())
+    if extra is not None:
+        extra(c)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(gzip.compress(c.finish(), compresslevel=6))
     tmp.replace(out)

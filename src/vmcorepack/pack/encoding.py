@@ -335,7 +335,7 @@ def encode_from_file(source: Source, pfns: np.ndarray, codec: Codec, share_zero:
     dst = _scratch_for(m * ps + loop.headroom)
     got = np.empty(m, np.int64)
     try:
-        total = loop.encode_file(fd, offsets.data, ps, share_zero, dst, got.data)
+        total = loop.encode_file(fd, offsets.data, ps, share_zero, dst, got.data, source.map_window, source.file_size)
     except OSError:
         return None
     return _chunk_from_sizes(got, total, known, ps, codec)
