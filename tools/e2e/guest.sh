@@ -113,7 +113,7 @@ $E2E_VMCOREPACK -v > /mnt/vmcorepack-version.txt 2>&1
 run vmcorepack $E2E_VMCOREPACK $E2E_ARGS /proc/vmcore /mnt/dump.kdump
 if [ "$E2E_MAKEDUMPFILE" = 1 ]; then
     # shellcheck disable=SC2086
-    run makedumpfile makedumpfile $E2E_MAKEDUMPFILE_ARGS /proc/vmcore /mnt/makedumpfile.kdump
+    run makedumpfile "${E2E_MAKEDUMPFILE_BIN:-makedumpfile}" $E2E_MAKEDUMPFILE_ARGS /proc/vmcore /mnt/makedumpfile.kdump
 fi
 if [ "$E2E_ELF_COPY" = 1 ]; then
     run elfcopy dd if=/proc/vmcore of=/mnt/vmcore.elf bs=1M
