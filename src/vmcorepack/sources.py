@@ -458,8 +458,12 @@ class Source:
             page PT_LOAD data covers in part is zero-filled).
         """
         partial = self.partial_pages()
-        if partial and np.isin(pfns, np.fromiter(partial, np.int64, len(partial))).any():
-            return None  # read_pfns_sparse zeroes what no PT_LOAD holds of those pages
+        if partial and len(pfns):
+            # pfns is sorted: one binary search per partial page (a handful per vmcore),
+            # where np.isin sorted every chunk's pfns again.
+            want = np.fromiter(partial, np.int64, len(partial))
+            if (pfns[np.minimum(np.searchsorted(pfns, want), len(pfns) - 1)] == want).any():
+                return None  # read_pfns_sparse zeroes what no PT_LOAD holds of those pages
         off = self._data_offsets(pfns)
         known_zero = off < 0
         return self._file(), np.ascontiguousarray(off[~known_zero]), known_zero

@@ -6,6 +6,8 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
@@ -43,3 +45,22 @@ def test_why_no_capture_adds_guest_lines_after_it(tmp_path: Path) -> None:
 
 def test_why_no_capture_without_a_log(tmp_path: Path) -> None:
     assert "never reached the initramfs /init" in _harness().why_no_capture(tmp_path)
+
+
+def test_kernels_from_7_1_need_the_git_head_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = _harness()
+    monkeypatch.delenv("VMCOREPACK_MAKEDUMPFILE_HEAD", raising=False)
+    # 6.x keeps Debian's makedumpfile; 7.1 and later refuse to run without the git head.
+    assert h.reference_makedumpfile("6.12.95+deb13-amd64", None) is None
+    with pytest.raises(h.E2EError, match="amd64 needs makedumpfile's git head"):
+        h.reference_makedumpfile("7.1.0-1-amd64", None)
+    head = tmp_path / "makedumpfile"
+    head.write_text("#!/bin/sh\n")
+    head.chmod(0o755)
+    monkeypatch.setenv("VMCOREPACK_MAKEDUMPFILE_HEAD", str(head))
+    assert h.reference_makedumpfile("7.3.4+deb13-amd64", None) == head
+    assert h.reference_makedumpfile("6.1.0-56-amd64", None) is None
+    # --makedumpfile PATH applies to any kernel, and must be executable.
+    assert h.reference_makedumpfile("6.1.0-56-amd64", head) == head
+    with pytest.raises(h.E2EError, match="no executable makedumpfile"):
+        h.reference_makedumpfile("7.3.4+deb13-amd64", tmp_path / "missing")

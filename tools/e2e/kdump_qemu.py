@@ -60,12 +60,13 @@ def _version_key(v: str) -> list[int]:
 
 
 def resolve_kernel_package(spec: str, meta: str = "linux-image-amd64") -> str:
-    """``6.1`` / ``6.12`` (newest ``meta`` package of that series) or a package name.
+    """``6.1`` / ``6.12`` / ``7.x`` (newest ``meta`` package of that series) or a package name.
 
     ``meta`` may carry an architecture (``linux-image-arm64:arm64``); the name returned then does too.
     """
     if spec.startswith("linux-image-"):
         return spec
+    spec = spec.removesuffix(".x")
     versions = [v for v in _apt_versions(meta) if v.startswith(spec + ".")]
     if not versions:
         hint = ""
@@ -76,6 +77,8 @@ def resolve_kernel_package(spec: str, meta: str = "linux-image-amd64") -> str:
                 " (6.12 is in bookworm-backports: add 'deb http://deb.debian.org/debian bookworm-backports main'"
                 " to /etc/apt/sources.list.d/ and run apt-get update)"
             )
+        elif spec.startswith("7"):
+            hint = f" ({KERNEL7_SOURCES})"
         raise E2EError(f"no {meta} {spec}.x in the apt sources{hint}")
     best = max(versions, key=_version_key)
     r = subprocess.run(["apt-cache", "depends", f"{meta}={best}"], capture_output=True, text=True, check=True)
@@ -249,6 +252,40 @@ def build_arm64_sources(root: Path, release: str) -> Path:
         check=True,
     )  # fmt: skip
     return out
+
+
+# ---------------------------------------------------------------- 7.x: makedumpfile's git head as the reference
+
+#: Where Debian's 7.x amd64 kernels come from (README.md, "End-to-end").
+KERNEL7_SOURCES = (
+    "7.x is in trixie-backports: add 'Types: deb, URIs: http://deb.debian.org/debian, Suites: trixie-backports,"
+    " Components: main, Architectures: amd64' to /etc/apt/sources.list.d/, pin it to 1 in /etc/apt/preferences.d/"
+    " (Pin: release n=trixie-backports) so nothing installs from it, and run apt-get update"
+)
+#: First kernel series only makedumpfile's git head reads: 7.1 renamed page.compound_head to
+#: compound_info, which makedumpfile looks up since f50c015 (after 1.7.9); Debian's 1.7.2 and the
+#: 1.7.9 release keep compound tail pages as data there.
+HEAD_ONLY_FROM = (7, 1)
+
+
+def reference_makedumpfile(release: str, given: Path | None) -> Path | None:
+    """The makedumpfile the capture kernel runs as the reference, or None for Debian's (``makedumpfile``).
+
+    ``given`` (``--makedumpfile``) wins; for kernels from 7.1 on, $VMCOREPACK_MAKEDUMPFILE_HEAD,
+    a build of makedumpfile's git head (f50c015 or later), is required. The guest runs it from
+    the host's root over 9p, like the venv. With a reference the dumps must be byte-identical.
+    """
+    head_only = tuple(_version_key(release)[:2]) >= HEAD_ONLY_FROM
+    env = os.environ.get("VMCOREPACK_MAKEDUMPFILE_HEAD")
+    path = given or (Path(env) if env and head_only else None)
+    if path is None and head_only:
+        raise E2EError(
+            f"{release} needs makedumpfile's git head as the reference (1.7.9 predates page.compound_info):"
+            " set VMCOREPACK_MAKEDUMPFILE_HEAD or pass --makedumpfile PATH"
+        )
+    if path is not None and not os.access(path, os.X_OK):
+        raise E2EError(f"{path}: no executable makedumpfile there")
+    return path.resolve() if path is not None else None
 
 
 # ---------------------------------------------------------------- QEMU
@@ -452,10 +489,14 @@ def classify_pfns(elf: Path, pfns: Any, window: int = 1 << 16) -> dict[str, int]
     return counts
 
 
-def verify(out: Path, release: str, args: list[str], has_mdf: bool, crash: bool = True) -> list[dict[str, Any]]:
+def verify(
+    out: Path, release: str, args: list[str], has_mdf: bool, crash: bool = True, reference: bool = False
+) -> list[dict[str, Any]]:
     """Check the capture run's dump against its ELF copy with every reader; one dict per check.
 
     ``crash=False`` skips crash, which Debian builds for the host's architecture only.
+    ``reference``: the capture kernel ran a reference makedumpfile (``reference_makedumpfile``),
+    not Debian's, so its bitmaps must be equal and its file byte-identical.
     """
     dump, elf = out / "dump.kdump", out / "vmcore.elf"
     checks: list[dict[str, Any]] = []
@@ -552,7 +593,7 @@ def verify(out: Path, release: str, args: list[str], has_mdf: bool, crash: bool 
                     f"; kept only by makedumpfile, by the level bit vmcorepack drops them for:"
                     f" {d['only_makedumpfile_kinds']}; kept only by vmcorepack: {d['only_vmcorepack_kinds']}"
                 )
-            known = tuple(_version_key(release)[:2]) <= MAKEDUMPFILE_KNOWS
+            known = reference or tuple(_version_key(release)[:2]) <= MAKEDUMPFILE_KNOWS
             if not known:
                 detail += f" (expected: makedumpfile 1.7.2 predates {release})"
             elif not ok and _only_partial_pages(d, elf, dump, mdf):
@@ -563,21 +604,24 @@ def verify(out: Path, release: str, args: list[str], has_mdf: bool, crash: bool 
             checks.append(_check("bitmaps vmcorepack == makedumpfile", ok, detail, required=known, diff=d))
             same = subprocess.run(["cmp", "-s", str(dump), str(mdf)], check=False).returncode == 0
             info = "byte-identical" if same else f"differ ({dump.stat().st_size} vs {mdf.stat().st_size} bytes)"
-            print(f"  [INFO] dump files vs makedumpfile's: {info}", file=sys.stderr)
-            checks.append({"name": "files vs makedumpfile", "ok": same, "required": False, "detail": info})
+            if reference:
+                checks.append(_check("files vmcorepack == reference makedumpfile", same, info))
+            else:
+                print(f"  [INFO] dump files vs makedumpfile's: {info}", file=sys.stderr)
+                checks.append({"name": "files vs makedumpfile", "ok": same, "required": False, "detail": info})
     return checks
 
 
 # ---------------------------------------------------------------- main
 
 
-def capture_commands(vmcorepack_cmd: str, ram: bool, phases: bool, arm: bool) -> dict[str, str]:
+def capture_commands(vmcorepack_cmd: str, makedumpfile: str, ram: bool, phases: bool, arm: bool) -> dict[str, str]:
     """guest.sh's command variables: vmcorepack, makedumpfile and python3, chrooted into the RAM root if ``ram``."""
     pre = f"chroot {RAM_ROOT} " if ram else ""
     py = "/usr/bin/python3" if arm else str(VENV_BIN / "python3")
     return {
         "E2E_VMCOREPACK": pre + vmcorepack_cmd,
-        "E2E_MAKEDUMPFILE_CMD": pre + "makedumpfile",
+        "E2E_MAKEDUMPFILE_CMD": pre + makedumpfile,
         "E2E_PYTHON": pre + py,
         "E2E_PHASES": "1" if phases and not arm else "0",
         "E2E_RAM_ROOT": RAM_ROOT if ram else "",
@@ -597,12 +641,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64", help="guest architecture")
     p.add_argument("--flavour", default="arm64", help="arm64 kernel flavour: arm64 (4 KiB pages) or arm64-16k")
-    p.add_argument("--kernel", default="6.1", help="6.1, 6.12, 7.3 or a linux-image-* package (default 6.1)")
+    p.add_argument("--kernel", default="6.1", help="6.1, 6.12, 7.x (newest 7), 7.3 or a linux-image-* package")
     p.add_argument("--paging", type=int, choices=(4, 5), default=4, help="page-table levels (default 4)")
     p.add_argument("--crashkernel", default="256M", help="crashkernel= reservation (default 256M)")
     p.add_argument("--args", default="-l -d 31", help='vmcorepack options in the capture kernel ("-l -d 31")')
     p.add_argument("--makedumpfile-args", default="-l -d 31", help="Debian makedumpfile's options")
     p.add_argument("--no-makedumpfile", action="store_true", help="skip Debian's makedumpfile in the capture run")
+    p.add_argument(
+        "--makedumpfile",
+        type=Path,
+        metavar="PATH",
+        help="x86: run this makedumpfile (a host build) in the capture kernel instead of Debian's and require a"
+        " byte-identical dump; kernels from 7.1 on default to $VMCOREPACK_MAKEDUMPFILE_HEAD (git head)",
+    )
     p.add_argument("--kexec-args", help="extra kexec -p options (e.g. -d: its log is kexec.log)")
     p.add_argument("--root-release", default="trixie", help="Debian suite of the arm64 guest root (default trixie)")
     p.add_argument(
@@ -656,8 +707,12 @@ def main(argv: list[str] | None = None) -> int:
 
     pkg = resolve_kernel_package(a.kernel, f"linux-image-{a.flavour}:arm64" if arm else "linux-image-amd64")
     release, vmlinuz, moddir = fetch_kernel(pkg)
+    reference = None if arm else reference_makedumpfile(release, a.makedumpfile)
     guest_root = build_arm64_root(a.root_release) if arm else Path("/")
     ram = a.load_from == "ram" and not arm
+    if ram and reference is not None:
+        # The RAM root holds Debian's makedumpfile and its libraries (pyfiles.py), not a reference build.
+        raise E2EError("--load-from ram runs Debian's makedumpfile: it cannot take a reference makedumpfile")
     if ram:
         initrd = build_ram_initramfs(release, moddir, a.args)
     else:
@@ -685,10 +740,10 @@ def main(argv: list[str] | None = None) -> int:
             vmcorepack_cmd = f"env PYTHONPATH={REPO / 'src'} VMCOREPACK_NATIVE=0 /usr/bin/python3 -m vmcorepack"
         (guest_root / str(REPO).lstrip("/")).mkdir(parents=True, exist_ok=True)  # the repo share's mount point
     else:
-        has_mdf = not a.no_makedumpfile and shutil.which("makedumpfile") is not None
+        has_mdf = not a.no_makedumpfile and (reference is not None or shutil.which("makedumpfile") is not None)
         vmcorepack_cmd = str(VENV_BIN / "vmcorepack")
     config = {
-        **capture_commands(vmcorepack_cmd, ram, a.phases, arm),
+        **capture_commands(vmcorepack_cmd, str(reference or "makedumpfile"), ram, a.phases, arm),
         "E2E_REPO": str(REPO),
         "E2E_KERNEL": str(vmlinuz),
         "E2E_INITRD": str(initrd),
@@ -770,6 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         "makedumpfile": _read_json(out / "makedumpfile.json"),
         "load_from": a.load_from,
         "phases": _read_json(out / "phases.out.json"),
+        "makedumpfile_reference": str(reference) if reference else None,
         "elfcopy": _read_json(out / "elfcopy.json"),
         "sizes": {p.name: p.stat().st_size for p in sorted(out.glob("*.kdump")) if p.is_file()},
     }
@@ -811,7 +867,9 @@ def main(argv: list[str] | None = None) -> int:
         checks.append(_check("vmcorepack exit", vp["rc"] == 0, f"rc {vp['rc']}"))
     if cap and not a.no_verify:
         print("e2e: verifying on the host", file=sys.stderr)
-        checks.extend(verify(out, release, shlex.split(a.args), has_mdf, crash=not arm))
+        checks.extend(
+            verify(out, release, shlex.split(a.args), has_mdf, crash=not arm, reference=reference is not None)
+        )
     report["checks"] = checks
     report["ok"] = bool(checks) and all(c["ok"] for c in checks if c.get("required", True))
     if a.keep_fixture and (out / "vmcore.elf").exists():
