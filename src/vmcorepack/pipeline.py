@@ -31,6 +31,7 @@ import numpy as np
 from vmcorepack import bitmap, native, procs
 from vmcorepack.codecs import Codec, PageLoop, decode_page, get_codec, page_loop
 from vmcorepack.constants import DumpLevel, DumpStatus
+from vmcorepack.erase import ErasePlan, Erasure
 from vmcorepack.errors import (
     DiskFullError,
     IncompleteDumpError,
@@ -40,7 +41,16 @@ from vmcorepack.errors import (
 from vmcorepack.filter import ExclusionCounts, PageFilter
 from vmcorepack.formats import kdump
 from vmcorepack.sources import Source
-from vmcorepack.writer import DumpPlan, FileOutput, FlatOutput, Output, make_plan, mark_incomplete, write_headers
+from vmcorepack.writer import (
+    DumpPlan,
+    FileOutput,
+    FlatOutput,
+    Output,
+    make_plan,
+    mark_incomplete,
+    write_eraseinfo,
+    write_headers,
+)
 
 #: Phase names of the progress callback: makedumpfile's progress texts
 #: (print_info.h PROGRESS_HOLES, PROGRESS_UNN_PAGES, PROGRESS_COPY).
@@ -100,6 +110,7 @@ class PackOptions:
         work_dir: ``--work-dir`` was given (see :func:`bitmap_in_file`).
         progress: :class:`Progress` callback (each pass of the run reports under its phase name).
         utsname: utsname fields to put in the header (from init_uts_ns).
+        erase: ``--config`` erasures to apply and record (erase.py).
     """
 
     dump_level: int = 0
@@ -116,6 +127,7 @@ class PackOptions:
     work_dir: bool = False
     progress: Progress | None = None
     utsname: dict[str, bytes] | None = None
+    erase: ErasePlan | None = None
 
 
 @dataclasses.dataclass
@@ -680,6 +692,7 @@ class _Job(NamedTuple):
     stream: bool
     passthrough: bool = False
     dedup: bool = False
+    erase: Erasure | None = None
 
 
 def encode_stored(
@@ -749,9 +762,11 @@ def encode_task(job: _Job, task: Task) -> tuple[EncodedChunk, list[int]]:
         (the encoded chunk, pfns that could not be read).
     """
     bad: list[int] = []
-    stored = job.source.stored_pages(task.pfns) if job.passthrough else None
+    # --config erasure: a chunk holding erased bytes takes the raw-page path.
+    erase = job.erase if job.erase is not None and job.erase.touched(task.pfns).any() else None
+    stored = job.source.stored_pages(task.pfns) if job.passthrough and erase is None else None
     direct = None
-    if stored is None and not job.dedup and FUSED_READ:
+    if stored is None and not job.dedup and FUSED_READ and erase is None:
         direct = encode_from_file(job.source, task.pfns, job.codec, job.share_zero)
     if stored is not None:
         enc = encode_stored(stored, job.source.page_size, job.codec, job.share_zero)
@@ -759,6 +774,8 @@ def encode_task(job: _Job, task: Task) -> tuple[EncodedChunk, list[int]]:
         enc = direct
     else:
         raw, known_zero = job.source.read_pfns_sparse(task.pfns, bad)
+        if erase is not None:
+            raw, known_zero = erase.apply_sparse(raw, known_zero, task.pfns)
         skip = np.isin(task.pfns, np.array(bad, np.int64)) if bad else None
         if job.dedup and skip is None and (job.share_zero or known_zero is None or not known_zero.any()):
             enc = encode_dedup(raw, job.source.page_size, job.codec, job.share_zero, known_zero)
@@ -1320,8 +1337,18 @@ def write_dump(
         # Pages of an input dump are copied as stored unless a shared zero page
         # must be found among pages that the input stored as data.
         passthrough = not share_zero or bool(source.recorded_level & DumpLevel.ZERO)
+        erasure = options.erase.pieces(bm2, source.max_mapnr, source.page_size) if options.erase else None
         job = _Job(
-            source, out, codec, share_zero, geo.data_offset, geo.table_offset, options.flat, passthrough, options.dedup
+            source,
+            out,
+            codec,
+            share_zero,
+            geo.data_offset,
+            geo.table_offset,
+            options.flat,
+            passthrough,
+            options.dedup,
+            erasure,
         )
         end = _run_tasks(
             job,
@@ -1333,6 +1360,8 @@ def write_dump(
         )
         if result.unreadable and isinstance(out, FileOutput) and part is None:
             leave_out(out, plan, bm2, sorted(result.unreadable), options.cycle_pfns)
+        if options.erase is not None:
+            end = write_eraseinfo(out, plan, options.erase.eraseinfo(), end)
         result.file_size = end
         if isinstance(out, FileOutput):
             # The data region normally ends the file; with no page at all it
