@@ -549,7 +549,7 @@ class Erasure:
                 raw[at : at + int(self.sizes[i])] = bytes([int(self.fills[i])]) * int(self.sizes[i])
 
 
-def load(path: str, prog: Program) -> ErasePlan:
+def load(path: str, prog: Program) -> list[Target]:
     """Read, parse and resolve a ``--config`` file.
 
     Raises:
@@ -562,6 +562,6 @@ def load(path: str, prog: Program) -> ErasePlan:
     except OSError as e:
         raise FilterError(f"{path}: {e.strerror}") from e
     try:
-        return ErasePlan(prog, resolve(prog, parse_config(text)))
+        return resolve(prog, parse_config(text))
     except FilterError as e:
         raise FilterError(f"{path}: {e}") from e

@@ -41,6 +41,7 @@ from vmcorepack.errors import (
 from vmcorepack.filter import ExclusionCounts, PageFilter
 from vmcorepack.formats import kdump
 from vmcorepack.sources import Source
+from vmcorepack.userfilter import PageDecisions
 from vmcorepack.writer import (
     DumpPlan,
     FileOutput,
@@ -111,6 +112,7 @@ class PackOptions:
         progress: :class:`Progress` callback (each pass of the run reports under its phase name).
         utsname: utsname fields to put in the header (from init_uts_ns).
         erase: ``--config`` erasures to apply and record (erase.py).
+        pages: ``--filter`` keep/drop decisions (userfilter.py).
     """
 
     dump_level: int = 0
@@ -128,6 +130,7 @@ class PackOptions:
     progress: Progress | None = None
     utsname: dict[str, bytes] | None = None
     erase: ErasePlan | None = None
+    pages: PageDecisions | None = None
 
 
 @dataclasses.dataclass
@@ -1141,6 +1144,7 @@ def compute_bitmaps(
     cycle_pfns: int,
     round_up: bool = False,
     progress: Progress | None = None,
+    pages: PageDecisions | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """Pass 1: the packed 2nd bitmap of the whole dump, and bit counts.
 
@@ -1155,6 +1159,7 @@ def compute_bitmaps(
         cycle_pfns: Cycle size.
         round_up: 1st bitmap of makedumpfile's bitmap-file variant.
         progress: Called after each cycle (:data:`PHASE_HOLES`, then :data:`PHASE_EXCLUDE`).
+        pages: Filters' keep/drop decisions, applied over the level's answer.
 
     Returns:
         (packed 2nd bitmap, 1st-bitmap bits, 2nd-bitmap bits).
@@ -1172,7 +1177,10 @@ def compute_bitmaps(
         progress(0, max_mapnr, PHASE_EXCLUDE)
     for s, e in _cycles(max_mapnr, cycle_pfns):
         b1 = bitmap.first_bitmap(source.segments, source.page_size, max_mapnr, s, e, round_up)
-        b2 = flt.second_bitmap(s, e) & b1
+        b2 = flt.second_bitmap(s, e)
+        if pages is not None:
+            pages.apply(s, e, b2)
+        b2 &= b1
         kept = source.dumpable_mask(s, e)
         if kept is not None:
             # Re-filtering a dump: what it already dropped stays dropped.
@@ -1240,7 +1248,7 @@ def prepare(source: Source, options: PackOptions, nfiles: int = 1) -> Prepared:
     codec = get_codec(options.codec)
     round_up = bitmap_in_file(source.max_mapnr, nfiles, options.cyclic_buffer_given, options.work_dir)
     flt = PageFilter(source, options.dump_level, round_up)
-    bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns, round_up, options.progress)
+    bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns, round_up, options.progress, options.pages)
     result = PackResult(max_mapnr=source.max_mapnr, ram_pages=ram, dumpable=dumpable)
     result.counts = flt.counts
     result.original_pages, result.memory_hole = memory_stats(source, round_up)

@@ -21,6 +21,7 @@ LAYERS = {
     "kernel": 3,
     "filter": 3,
     "erase": 3,
+    "userfilter": 3,
     "dmesg": 3,
     "writer": 4,
     "reader": 4,

@@ -85,6 +85,7 @@ class Btf:
             raise KernelMemoryError(where + pos, "BTF type records overrun the type section")
         self._starts = np.array(starts, np.int64)
         self._names: dict[str, list[int]] | None = None
+        self._cache: dict[int, CType] = {}
 
     @classmethod
     def from_memory(cls, mem: Memory, syms: KallSyms) -> Btf:
@@ -159,9 +160,14 @@ class Btf:
         tid = self.find(name, (VAR,))
         return None if tid is None else self.by_id(self._record(tid)[4])
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one Btf per dump, kept for the run
     def by_id(self, tid: int) -> CType:
-        """Return type ``tid`` (qualifiers skipped)."""
+        """Return type ``tid`` (qualifiers skipped), built once."""
+        t = self._cache.get(tid)
+        if t is None:
+            t = self._cache[tid] = self._build(tid)
+        return t
+
+    def _build(self, tid: int) -> CType:
         if tid == 0:
             return CType("void", "void", 0)
         name_off, kind, vlen, kflag, st, pos = self._record(tid)

@@ -114,6 +114,20 @@ class Program:
         for node in self.list_for_each(head):
             yield Object(self, node - found[0], t)
 
+    def cpus(self) -> range:
+        """Return the possible CPU numbers (``0 .. nr_cpu_ids - 1``)."""
+        return range(int.from_bytes(self.read(self.symbol("nr_cpu_ids"), 4), "little"))
+
+    def per_cpu(self, name: str, cpu: int, type: CType | str | None = None) -> Object:
+        """Return CPU ``cpu``'s copy of a per-cpu variable (``per_cpu(name, cpu)``).
+
+        The copy lives at the variable's symbol plus ``__per_cpu_offset[cpu]``
+        (include/asm-generic/percpu.h); BTF records per-cpu variables' types.
+        """
+        var = self.variable(name, type)
+        offset = self.read_u64(self.symbol("__per_cpu_offset") + 8 * cpu)
+        return Object(self, (var.address + offset) & ((1 << 64) - 1), var.type)
+
     def tasks(self) -> Iterator[Object]:
         """Yield every ``struct task_struct`` on the task list, ``init_task`` first."""
         task = self.type("struct task_struct")
