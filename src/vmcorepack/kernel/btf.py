@@ -84,7 +84,7 @@ class Btf:
         if pos != end:
             raise KernelMemoryError(where + pos, "BTF type records overrun the type section")
         self._starts = np.array(starts, np.int64)
-        self._names: dict[str, list[int]] | None = None
+        self._name_offs: np.ndarray | None = None
         self._cache: dict[int, CType] = {}
 
     @classmethod
@@ -118,20 +118,33 @@ class Btf:
         name_off, info, st = struct.unpack_from("<III", self._data, pos)
         return name_off, (info >> 24) & 0x1F, info & 0xFFFF, info >> 31, st, pos
 
-    def _index(self) -> dict[str, list[int]]:
-        """Map every name to the ids of the records that bear it (built once)."""
-        if self._names is None:
-            names: dict[str, list[int]] = {}
-            for tid in range(1, len(self._starts)):
-                name_off = int.from_bytes(self._data[self._starts[tid] : self._starts[tid] + 4], "little")
-                if name_off:
-                    names.setdefault(self._str(name_off), []).append(tid)
-            self._names = names
-        return self._names
+    def _ids_named(self, name: str) -> list[int]:
+        """Return the ids of the records called ``name``, in id order.
+
+        The string table is searched for the name (pahole deduplicates
+        strings, but a name may still appear more than once) and the records'
+        name offsets are compared in one numpy pass: no dictionary of 100,000
+        names is kept.
+        """
+        if self._name_offs is None:
+            offs = np.zeros(len(self._starts) - 1, np.uint32)
+            data = np.frombuffer(self._data, np.uint8)
+            for k in range(4):
+                offs |= data[self._starts[1:] + k].astype(np.uint32) << np.uint32(8 * k)
+            self._name_offs = offs
+        key = name.encode()
+        wanted = []
+        pos = self._strings.find(b"\0" + key + b"\0")
+        while pos >= 0:
+            wanted.append(pos + 1)
+            pos = self._strings.find(b"\0" + key + b"\0", pos + 1)
+        if not wanted:
+            return []
+        return (np.flatnonzero(np.isin(self._name_offs, np.array(wanted, np.uint32))) + 1).tolist()
 
     def find(self, name: str, kinds: tuple[int, ...]) -> int | None:
         """Return the first type id called ``name`` whose kind is in ``kinds``."""
-        for tid in self._index().get(name, ()):
+        for tid in self._ids_named(name):
             if self._record(tid)[1] in kinds:
                 return tid
         return None
