@@ -1368,8 +1368,10 @@ def write_dump(
         )
         if result.unreadable and isinstance(out, FileOutput) and part is None:
             leave_out(out, plan, bm2, sorted(result.unreadable), options.cycle_pfns)
-        if options.erase is not None:
-            end = write_eraseinfo(out, plan, options.erase.eraseinfo(), end)
+        # makedumpfile's write_kdump_eraseinfo: an input dump's text, then this run's.
+        end = write_eraseinfo(
+            out, plan, source.eraseinfo() + (options.erase.eraseinfo() if options.erase else b""), end
+        )
         result.file_size = end
         if isinstance(out, FileOutput):
             # The data region normally ends the file; with no page at all it

@@ -126,6 +126,14 @@ def test_config_without_vmlinux(real_vmcore: Path, tmp_path: Path) -> None:
         page = bytearray(a[pa // 4096])
         page[pa % 4096 : pa % 4096 + len(text)] = text
         assert b[pa // 4096] == bytes(page)
+    # Re-filtering carries the erase info over (makedumpfile's write_kdump_eraseinfo
+    # copies it first); a second --config appends its own lines.
+    again = tmp_path / "again.kdump"
+    assert main(["-l", "-d", "31", "--message-level", "0", "--config", str(conf), str(erased), str(again)]) == 0
+    h2 = KdumpReader(str(again)).header
+    assert h2.size_eraseinfo == 2 * len(ERASEINFO)
+    assert again.read_bytes()[-2 * len(ERASEINFO) :] == ERASEINFO * 2
+    assert _pages(again) == b
 
 
 def test_config_matches_makedumpfile(real_vmcore: Path, tmp_path: Path) -> None:
