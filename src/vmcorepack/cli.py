@@ -16,11 +16,12 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from vmcorepack import __version__, codecs, pipeline, sources, streams, sysmem, writer
+from vmcorepack import __version__, codecs, erase, pipeline, sources, streams, sysmem, userfilter, writer
 from vmcorepack.constants import DISKDUMP_SIGNATURE, KDUMP_SIGNATURE, MAX_DUMP_LEVEL
-from vmcorepack.errors import IncompleteDumpError, OutputError, UsageError, VmcorepackError
+from vmcorepack.erase import ErasePlan
+from vmcorepack.errors import FilterError, IncompleteDumpError, OutputError, UsageError, VmcorepackError
 from vmcorepack.formats import flat
-from vmcorepack.kernel import arch
+from vmcorepack.kernel import arch, program
 
 if TYPE_CHECKING:
     from vmcorepack import info as dumpinfo
@@ -160,7 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-params", action="store_true", help="only check the command line")
     p.add_argument("-D", dest="debug", action="store_true", help="debug output and tracebacks")
     p.add_argument("-v", dest="version", action="store_true", help="print the version")
-    p.add_argument("-x", dest="vmlinux", default=None, help="not supported: needs a vmlinux")
+    p.add_argument(
+        "-x", dest="vmlinux", default=None, help="with --config: take symbols and types from VMLINUX's DWARF (drgn)"
+    )
+    p.add_argument(
+        "--config",
+        dest="filter_config",
+        metavar="FILE",
+        default=None,
+        help="erase data as makedumpfile.conf(5) FILE says (types from the dump's BTF, or -x VMLINUX)",
+    )
+    p.add_argument(
+        "--filter",
+        dest="filters",
+        metavar="FILE.py",
+        action="append",
+        default=[],
+        help="run a Python filter (erase data, keep or drop pages; README: Filters); repeatable",
+    )
     p.add_argument("-g", dest="gen_vmcoreinfo", default=None, help="not supported: needs a vmlinux")
     p.add_argument("--dump-dmesg", action="store_true", help="write the kernel log of VMCORE to LOGFILE")
     p.add_argument("--partial-dmesg", action="store_true", help="with --dump-dmesg: only since the last dmesg -C")
@@ -532,6 +550,23 @@ def format_version() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _filters(args: argparse.Namespace, source: sources.Source) -> tuple[ErasePlan, userfilter.PageDecisions | None]:
+    """Resolve ``--config`` and run ``--filter``s against the dump's kallsyms and BTF, or ``-x``'s DWARF."""
+    mem = arch.for_source(source).walker(source)
+    if args.vmlinux:
+        from vmcorepack.kernel import dwarf
+
+        prog = dwarf.program(mem, args.vmlinux, args.files[0])
+    else:
+        try:
+            prog = program.from_dump(mem)
+        except LookupError as e:
+            raise FilterError(f"{args.filter_config or args.filters[0]}: {e}; give the debug vmlinux with -x") from e
+    targets = erase.load(args.filter_config, prog) if args.filter_config else []
+    more, pages = userfilter.run(args.filters, prog)
+    return erase.ErasePlan(prog, targets + more), pages
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute parsed arguments.
 
@@ -544,8 +579,12 @@ def run(args: argparse.Namespace) -> int:
     if args.version:
         sys.stdout.write(format_version())
         return EXIT_OK
-    if args.vmlinux or args.gen_vmcoreinfo:
-        raise UsageError("-x/-g need a vmlinux with DWARF: not supported (use the VMCOREINFO note or -i)")
+    if args.gen_vmcoreinfo:
+        raise UsageError("-g needs a vmlinux with DWARF: not supported (use the VMCOREINFO note or -i)")
+    if args.vmlinux and not (args.filter_config or args.filters):
+        raise UsageError("-x is only used with --config or --filter (VMCOREINFO gives everything else)")
+    if (args.filter_config or args.filters) and (args.split or args.elf):
+        raise UsageError("--config and --filter cannot be used with --split or -E")
     msg_level = args.message_level | (ML_REPORT if args.show_stats else 0)
     levels = parse_level(args.dump_level)
     if args.info or args.verify or args.plot:
@@ -627,6 +666,8 @@ def run(args: argparse.Namespace) -> int:
         work_dir=args.work_dir is not None,
         progress=prog if prog.enabled else None,
     )
+    if args.filter_config or args.filters:
+        opts.erase, opts.pages = _filters(args, source)
     if args.flat and sys.stdout.isatty() and not args.dry_run:
         raise UsageError("-F writes a binary stream: redirect stdout to a file or a pipe")
     target: str | int = sys.stdout.fileno() if args.flat else args.files[1]

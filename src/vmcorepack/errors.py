@@ -223,5 +223,13 @@ class VerificationError(VmcorepackError):
         super().__init__(head)
 
 
+class FilterError(VmcorepackError):
+    """An erase config or Python filter is wrong (syntax, unknown symbol, type or member).
+
+    The message starts with the line concerned (``line 3: ...``); the caller
+    adds the file name.
+    """
+
+
 class UsageError(VmcorepackError):
     """Command-line parameters that conflict or are out of range."""

@@ -241,6 +241,13 @@ class KdumpSource(Source):
             out[have] = np.frombuffer(raw, np.uint8).reshape(len(have), self.page_size)
         return out
 
+    def eraseinfo(self) -> bytes:
+        """Return the input's erase info text (makedumpfile copies it first when re-filtering)."""
+        h = self.reader.header
+        if not h.size_eraseinfo:
+            return b""
+        return self.reader.file.read(h.offset_eraseinfo, h.size_eraseinfo)
+
     def stored_pages(self, pfns: np.ndarray) -> tuple[np.ndarray, list[bytes], np.ndarray]:
         """Return the pages as stored: flags, stored bytes, and which are shared-zero pages.
 

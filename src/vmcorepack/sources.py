@@ -806,6 +806,10 @@ class Source:
         """The pages as an input dump stores them (flags, bytes, zero mask); None for memory images."""
         return None
 
+    def eraseinfo(self) -> bytes:
+        """The erase info an input dump records (carried into its re-filtered output); b"" for memory images."""
+        return b""
+
     def read_pages(self, start_pfn: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
         """Read ``count`` pages from ``start_pfn`` into a ``(count, page_size)`` uint8 array.
 

@@ -395,6 +395,30 @@ def write_headers(out: Output, plan: DumpPlan) -> None:
     out.pwrite(plan.sub_header.tobytes(), bs)
 
 
+def write_eraseinfo(out: Output, plan: DumpPlan, text: bytes, end: int) -> int:
+    """Append erase info after the page data and point the sub header at it.
+
+    As makedumpfile's ``write_kdump_eraseinfo``: nothing is written and both
+    sub header fields stay 0 when the text is empty.
+
+    Args:
+        out: Target.
+        plan: The plan (its sub header is updated).
+        text: Erase info lines.
+        end: File offset right after the last page data byte.
+
+    Returns:
+        The new end of the file.
+    """
+    if not text:
+        return end
+    out.pwrite(text, end)
+    plan.sub_header["offset_eraseinfo"] = end
+    plan.sub_header["size_eraseinfo"] = len(text)
+    out.pwrite(plan.sub_header.tobytes(), plan.geometry.block_size)
+    return end + len(text)
+
+
 def mark_incomplete(path: str, header_size: int = kdump.X86_64.disk_dump_header.itemsize) -> None:
     """Set ``DUMP_DH_COMPRESSED_INCOMPLETE`` in a regular dump file's header.
 

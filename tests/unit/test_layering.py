@@ -20,6 +20,8 @@ LAYERS = {
     "_native": 1,  # the C extension behind native
     "kernel": 3,
     "filter": 3,
+    "erase": 3,
+    "userfilter": 3,
     "dmesg": 3,
     "writer": 4,
     "reader": 4,

@@ -256,6 +256,44 @@ class TableWalker:
                 ) from e
         return b"".join(parts)
 
+    def mapped_pfns(self, top_phys: int, top_slots: int) -> np.ndarray:
+        """Return every pfn mapped below the first ``top_slots`` entries of another top-level table.
+
+        A process's page table (``mm->pgd``) has the kernel's layout; its
+        first half maps user space.  Tables or pages missing from the dump
+        are skipped, not errors: a filter asks which pages a process owns.
+
+        Args:
+            top_phys: Physical address of the top-level table.
+            top_slots: How many of its entries to follow (e.g. 256 of 512 on x86_64).
+
+        Returns:
+            Sorted unique int64 pfns.
+        """
+        found: list[np.ndarray] = []
+        page_shift = self.page_shift
+
+        def walk(table_pa: int, level: int, count: int) -> None:
+            try:
+                ents = self.table(table_pa, 0)[:count]
+            except KernelMemoryError:
+                return
+            live = np.flatnonzero(self._present(ents))
+            if level == len(self.shifts) - 1:
+                found.append((self._phys(ents[live]) >> np.uint64(page_shift)).astype(np.int64))
+                return
+            shift = self.shifts[level]
+            for i in live.tolist():
+                e = int(ents[i])
+                pa = int(self._phys(np.asarray(e, np.uint64)))
+                if self._is_block(e, shift):
+                    found.append(np.arange(pa >> page_shift, (pa >> page_shift) + (1 << (shift - page_shift))))
+                else:
+                    walk(pa, level + 1, self._per_table)
+
+        walk(top_phys, 0, top_slots)
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+
     def read_u64(self, vaddr: int) -> int:
         """Read one little-endian 64-bit word of kernel memory.
 

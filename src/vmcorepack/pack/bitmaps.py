@@ -11,6 +11,7 @@ from vmcorepack import bitmap
 from vmcorepack.filter import PageFilter
 from vmcorepack.pack.options import PHASE_EXCLUDE, PHASE_HOLES, Progress
 from vmcorepack.sources import Source
+from vmcorepack.userfilter import PageDecisions
 from vmcorepack.writer import DumpPlan, Output
 
 
@@ -133,6 +134,7 @@ def compute_bitmaps(
     cycle_pfns: int,
     round_up: bool = False,
     progress: Progress | None = None,
+    pages: PageDecisions | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """Pass 1: the packed 2nd bitmap of the whole dump, and bit counts.
 
@@ -147,6 +149,7 @@ def compute_bitmaps(
         cycle_pfns: Cycle size.
         round_up: 1st bitmap of makedumpfile's bitmap-file variant.
         progress: Called after each cycle (:data:`PHASE_HOLES`, then :data:`PHASE_EXCLUDE`).
+        pages: Filters' keep/drop decisions, applied over the level's answer.
 
     Returns:
         (packed 2nd bitmap, 1st-bitmap bits, 2nd-bitmap bits).
@@ -164,7 +167,10 @@ def compute_bitmaps(
         progress(0, max_mapnr, PHASE_EXCLUDE)
     for s, e in _cycles(max_mapnr, cycle_pfns):
         b1 = bitmap.first_bitmap(source.segments, source.page_size, max_mapnr, s, e, round_up)
-        b2 = flt.second_bitmap(s, e) & b1
+        b2 = flt.second_bitmap(s, e)
+        if pages is not None:
+            pages.apply(s, e, b2)
+        b2 &= b1
         kept = source.dumpable_mask(s, e)
         if kept is not None:
             # Re-filtering a dump: what it already dropped stays dropped.

@@ -24,7 +24,7 @@ from vmcorepack.pack.options import PackOptions, PackResult, chunk_pages
 from vmcorepack.pack.repair import finalize_incomplete, leave_out
 from vmcorepack.pack.workers import _Job, _run_tasks
 from vmcorepack.sources import Source
-from vmcorepack.writer import FileOutput, FlatOutput, Output, make_plan, write_headers
+from vmcorepack.writer import FileOutput, FlatOutput, Output, make_plan, write_eraseinfo, write_headers
 
 
 class Prepared(NamedTuple):
@@ -62,7 +62,7 @@ def prepare(source: Source, options: PackOptions, nfiles: int = 1) -> Prepared:
     codec = get_codec(options.codec)
     round_up = bitmap_in_file(source.max_mapnr, nfiles, options.cyclic_buffer_given, options.work_dir)
     flt = PageFilter(source, options.dump_level, round_up)
-    bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns, round_up, options.progress)
+    bm2, ram, dumpable = compute_bitmaps(source, flt, options.cycle_pfns, round_up, options.progress, options.pages)
     result = PackResult(max_mapnr=source.max_mapnr, ram_pages=ram, dumpable=dumpable)
     result.counts = flt.counts
     result.original_pages, result.memory_hole = memory_stats(source, round_up)
@@ -159,8 +159,18 @@ def write_dump(
         # Pages of an input dump are copied as stored unless a shared zero page
         # must be found among pages that the input stored as data.
         passthrough = not share_zero or bool(source.recorded_level & DumpLevel.ZERO)
+        erasure = options.erase.pieces(bm2, source.max_mapnr, source.page_size) if options.erase else None
         job = _Job(
-            source, out, codec, share_zero, geo.data_offset, geo.table_offset, options.flat, passthrough, options.dedup
+            source,
+            out,
+            codec,
+            share_zero,
+            geo.data_offset,
+            geo.table_offset,
+            options.flat,
+            passthrough,
+            options.dedup,
+            erasure,
         )
         end = _run_tasks(
             job,
@@ -172,6 +182,10 @@ def write_dump(
         )
         if result.unreadable and isinstance(out, FileOutput) and part is None:
             leave_out(out, plan, bm2, sorted(result.unreadable), options.cycle_pfns)
+        # makedumpfile's write_kdump_eraseinfo: an input dump's text, then this run's.
+        end = write_eraseinfo(
+            out, plan, source.eraseinfo() + (options.erase.eraseinfo() if options.erase else b""), end
+        )
         result.file_size = end
         if isinstance(out, FileOutput):
             # The data region normally ends the file; with no page at all it

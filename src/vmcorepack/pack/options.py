@@ -6,7 +6,9 @@ import dataclasses
 import os
 from typing import Protocol
 
+from vmcorepack.erase import ErasePlan
 from vmcorepack.filter import ExclusionCounts
+from vmcorepack.userfilter import PageDecisions
 
 #: Phase names of the progress callback: makedumpfile's progress texts
 #: (print_info.h PROGRESS_HOLES, PROGRESS_UNN_PAGES, PROGRESS_COPY).
@@ -66,6 +68,8 @@ class PackOptions:
         work_dir: ``--work-dir`` was given (see :func:`bitmap_in_file`).
         progress: :class:`Progress` callback (each pass of the run reports under its phase name).
         utsname: utsname fields to put in the header (from init_uts_ns).
+        erase: ``--config`` erasures to apply and record (erase.py).
+        pages: ``--filter`` keep/drop decisions (userfilter.py).
     """
 
     dump_level: int = 0
@@ -82,6 +86,8 @@ class PackOptions:
     work_dir: bool = False
     progress: Progress | None = None
     utsname: dict[str, bytes] | None = None
+    erase: ErasePlan | None = None
+    pages: PageDecisions | None = None
 
 
 @dataclasses.dataclass

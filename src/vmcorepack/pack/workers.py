@@ -13,6 +13,7 @@ import numpy as np
 
 from vmcorepack import native, procs
 from vmcorepack.codecs import Codec, decode_page
+from vmcorepack.erase import Erasure
 from vmcorepack.errors import (
     DiskFullError,
     OutputError,
@@ -58,6 +59,7 @@ class _Job(NamedTuple):
     stream: bool
     passthrough: bool = False
     dedup: bool = False
+    erase: Erasure | None = None
 
 
 def encode_stored(
@@ -127,9 +129,11 @@ def encode_task(job: _Job, task: Task) -> tuple[EncodedChunk, list[int]]:
         (the encoded chunk, pfns that could not be read).
     """
     bad: list[int] = []
-    stored = job.source.stored_pages(task.pfns) if job.passthrough else None
+    # --config erasure: a chunk holding erased bytes takes the raw-page path.
+    erase = job.erase if job.erase is not None and job.erase.touched(task.pfns).any() else None
+    stored = job.source.stored_pages(task.pfns) if job.passthrough and erase is None else None
     direct = None
-    if stored is None and not job.dedup and FUSED_READ:
+    if stored is None and not job.dedup and FUSED_READ and erase is None:
         direct = encode_from_file(job.source, task.pfns, job.codec, job.share_zero)
     if stored is not None:
         enc = encode_stored(stored, job.source.page_size, job.codec, job.share_zero)
@@ -137,6 +141,8 @@ def encode_task(job: _Job, task: Task) -> tuple[EncodedChunk, list[int]]:
         enc = direct
     else:
         raw, known_zero = job.source.read_pfns_sparse(task.pfns, bad)
+        if erase is not None:
+            raw, known_zero = erase.apply_sparse(raw, known_zero, task.pfns)
         skip = np.isin(task.pfns, np.array(bad, np.int64)) if bad else None
         if job.dedup and skip is None and (job.share_zero or known_zero is None or not known_zero.any()):
             enc = encode_dedup(raw, job.source.page_size, job.codec, job.share_zero, known_zero)
