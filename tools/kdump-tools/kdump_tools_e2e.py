@@ -256,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     saved = [str(p.relative_to(got)) for p in sorted(got.rglob("*"))]
     report: dict[str, Any] = {"kernel": release, "compression": a.compression, "crashkernel": a.crashkernel,
                               "qemu": q, "saved": saved}  # fmt: skip
-    meminfo = e2e._read_env(got / "e2e" / "capture-meminfo")  # "MemAvailable:   123 kB" lines
-    report["capture_meminfo"] = {k: v.strip() for k, v in meminfo.items()}
+    mi = got / "e2e" / "capture-meminfo"  # /proc/meminfo at the start of the capture
+    lines = mi.read_text().splitlines() if mi.exists() else []
+    report["capture_meminfo"] = {k: v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
     log = (out / "serial.log").read_text(errors="replace") if (out / "serial.log").exists() else ""
     report["kdump_config_lines"] = [ln for ln in log.splitlines() if "kdump-tools" in ln or "makedumpfile" in ln][-20:]
     checks.append(e2e._check("kdump-tools loaded the capture kernel", "kexec_crash_loaded=1" in log,
