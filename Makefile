@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 OUT ?= out
 PYTEST_ARGS ?=
 
-.PHONY: venv pyc demo test lint unit clean
+.PHONY: venv pyc demo test lint unit clean install-dracut
 
 $(BIN)/.installed: pyproject.toml setup.py src/vmcorepack/_native.c src/vmcorepack/_lzo1x.h
 	$(PY) -m venv --system-site-packages $(VENV)
@@ -35,6 +35,13 @@ lint: venv
 
 test: pyc lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The dracut module (dracut/99vmcorepack): dracut --add vmcorepack puts vmcorepack in an initramfs.
+DRACUTDIR ?= /usr/lib/dracut/modules.d
+install-dracut:
+	install -d $(DESTDIR)$(DRACUTDIR)/99vmcorepack
+	install -m 755 dracut/99vmcorepack/module-setup.sh $(DESTDIR)$(DRACUTDIR)/99vmcorepack/
+	install -m 644 dracut/99vmcorepack/pyfiles.py $(DESTDIR)$(DRACUTDIR)/99vmcorepack/
 
 unit: venv
 	$(BIN)/pytest -q tests/unit

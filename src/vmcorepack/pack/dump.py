@@ -147,7 +147,9 @@ def write_dump(
             # Flagged incomplete until the end: a run killed outright (the OOM
             # killer in a small capture kernel) leaves a file readers know is cut.
             flagged = plan.header.copy()
-            flagged["status"] |= int(DumpStatus.COMPRESSED_INCOMPLETE)
+            # In the field's own type: numpy < 2 (Debian bookworm's 1.24) promotes a 0-d array
+            # or'ed with a Python int to int64 and refuses to cast that back in place.
+            flagged["status"] |= flagged.dtype["status"].type(DumpStatus.COMPRESSED_INCOMPLETE)
             out.pwrite(flagged.tobytes(), 0)
         write_bitmaps(out, source, plan, bm2, options.cycle_pfns, prep.round_up)
         share_zero = bool(options.dump_level & DumpLevel.ZERO)
